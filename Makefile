@@ -1,0 +1,27 @@
+# uotisp: two commands on a fresh clone (see README.md)
+#   make reproduce   set up .venv, build the synthetic benchmark, run every notebook, print the tables
+#   make test        set up .venv, run the test suite (what .ci/run calls)
+PYTHON ?= python3
+PROFILE ?= smoke
+VENV ?= .venv
+CONSTRAINTS ?= constraints-ci.txt
+PY := $(VENV)/bin/python
+
+.PHONY: setup reproduce test clean-results
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=23.1"
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+reproduce: setup
+	$(VENV)/bin/uotisp reproduce --profile $(PROFILE)
+
+test: setup
+	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+clean-results:
+	rm -rf results/smoke

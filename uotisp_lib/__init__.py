@@ -1,0 +1,9 @@
+"""uotisp_lib: learning a camera ISP (RAW to sRGB) with optimal transport.
+
+Modules (one job each): :mod:`~uotisp_lib.io` (files), :mod:`~uotisp_lib.data` (layouts, camera
+model, synthetic benchmark), :mod:`~uotisp_lib.preprocessing`, :mod:`~uotisp_lib.stitching`,
+:mod:`~uotisp_lib.metrics`, :mod:`~uotisp_lib.reporting`, :mod:`~uotisp_lib.config`,
+:mod:`~uotisp_lib.cli`.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,240 @@
+"""Profiles, run configuration, seeding, device choice and run metadata.
+
+Three profiles size every experiment:
+
+- ``smoke``: tiny (RAW patches 32x32x4, a few images and steps); every notebook in about a minute on
+  2 CPU cores. What CI runs.
+- ``cpu``: meaningful numbers on a laptop CPU in tens of minutes; its tables are committed.
+- ``full``: the papers' sizes (RAW 256x256x4 patches, challenge grids), for a GPU.
+
+All configs are frozen dataclasses; ``dataclasses.replace`` derives variants. A notebook's
+``parameters`` cell holds literals only and :func:`resolve_run` turns them into a :class:`RunConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROFILES = ("smoke", "cpu", "full")
+
+#: Grid layouts (rows, cols) of the NTIRE 2026 UP-ISP challenge images (42, 35 and 14 patches).
+CHALLENGE_LAYOUTS: tuple[tuple[int, int], ...] = ((6, 7), (7, 6), (5, 7), (7, 5), (2, 7), (7, 2))
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size of the synthetic UP-ISP benchmark (see :mod:`uotisp_lib.data.synth`).
+
+    Counts are of *full images*; each is cut into ``rows x cols`` RAW patches of
+    ``patch x patch x 4`` (packed RGGB, 10-bit), i.e. sRGB patches of ``2*patch`` pixels a side.
+    """
+
+    patch: int = 32
+    layouts: tuple[tuple[int, int], ...] = ((2, 3), (3, 2), (2, 2))
+    n_train_raw: int = 4  # full images whose RAW patches form train/raws
+    n_train_jpeg: int = 4  # other scenes, rendered with the target look: train/jpegs
+    n_val: int = 2
+    n_test: int = 2
+    outlier_fraction: float = 0.25  # fraction of train/jpegs given an atypical look
+    jpeg_quality: int = 95
+    procedural_fraction: float = 0.25  # fraction of scenes that are procedural (dead leaves)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a profile fixes. Later sections add their own sub-configs here."""
+
+    name: str
+    synth: SynthConfig
+
+
+_PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        synth=SynthConfig(
+            patch=32,
+            layouts=((2, 3), (3, 2), (2, 2)),
+            n_train_raw=4,
+            n_train_jpeg=4,
+            n_val=2,
+            n_test=2,
+        ),
+    ),
+    "cpu": Profile(
+        name="cpu",
+        synth=SynthConfig(
+            patch=64,
+            layouts=((2, 7), (7, 2), (5, 7), (7, 5), (6, 7), (7, 6)),
+            n_train_raw=24,
+            n_train_jpeg=24,
+            n_val=6,
+            n_test=6,
+        ),
+    ),
+    "full": Profile(
+        name="full",
+        synth=SynthConfig(
+            patch=256,
+            layouts=CHALLENGE_LAYOUTS,
+            n_train_raw=120,
+            n_train_jpeg=120,
+            n_val=30,
+            n_test=30,
+        ),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """Return the named profile (``smoke``, ``cpu`` or ``full``)."""
+    try:
+        return _PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILES)}") from None
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is checked and returned."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    torch.device(device)  # raises on malformed names
+    return device
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); return a fresh NumPy generator for ``seed``."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return np.random.default_rng(seed)
+
+
+def cache_dir() -> Path:
+    """Root of cached artefacts (synthetic benchmarks, descriptors): ``$UOTISP_CACHE`` or
+    ``~/.cache/uotisp``."""
+    return Path(os.environ.get("UOTISP_CACHE", Path.home() / ".cache" / "uotisp")).expanduser()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A resolved notebook/CLI run: the profile plus where data comes from and where results go."""
+
+    profile: Profile
+    seed: int
+    device: str
+    data_root: Path  # a real dataset, or the synthetic benchmark of the profile
+    synthetic: bool  # True when data_root is our synthetic benchmark (ground truth exists)
+    results_dir: Path  # results/<profile>
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.results_dir / "tables"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.results_dir / "figures"
+
+
+def synthetic_root(profile: str, seed: int) -> Path:
+    """Default cache folder of the synthetic benchmark for a profile and seed."""
+    return cache_dir() / "synth" / f"{profile}-seed{seed}"
+
+
+def resolve_run(
+    profile: str = "smoke",
+    data_root: str | os.PathLike | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    results_dir: str | os.PathLike | None = None,
+    **extra: Any,
+) -> RunConfig:
+    """Turn a notebook's literal parameters into a :class:`RunConfig`.
+
+    ``data_root=None`` (or ``""``) selects the synthetic benchmark of the profile, cached under
+    :func:`cache_dir`; it is built on first use by :func:`uotisp_lib.data.ensure_dataset`.
+    ``results_dir=None`` selects ``results/<profile>`` beside the package's repository (or the
+    current folder when installed elsewhere).
+    """
+    prof = get_profile(profile)
+    synthetic = not data_root
+    root = synthetic_root(profile, seed) if synthetic else Path(data_root).expanduser()
+    if results_dir is None:
+        results_dir = default_results_root() / profile
+    return RunConfig(
+        profile=prof,
+        seed=int(seed),
+        device=resolve_device(device),
+        data_root=Path(root),
+        synthetic=synthetic,
+        results_dir=Path(results_dir),
+        extra=dict(extra),
+    )
+
+
+def default_results_root() -> Path:
+    """``results/`` of the repository this package lives in, else ``./results``."""
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").is_file() and (repo / "results").is_dir():
+        return repo / "results"
+    return Path.cwd() / "results"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, paths, tuples and NumPy scalars to plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def environment_versions() -> dict[str, str]:
+    """Versions of Python and the packages whose behaviour shapes our numbers."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("uotisp", "numpy", "torch", "torchvision", "kornia", "pot", "timm", "scikit-image"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def run_metadata(run: RunConfig | None = None, **extra: Any) -> dict[str, Any]:
+    """Config, seed, versions and any backend choices, for saving beside a result."""
+    meta: dict[str, Any] = {"versions": environment_versions()}
+    if run is not None:
+        meta["run"] = to_jsonable(run)
+    meta.update(to_jsonable(extra))
+    return meta
+
+
+def dumps(obj: Any) -> str:
+    """Stable JSON text (sorted keys, 2-space indent) of :func:`to_jsonable` values."""
+    return json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,423 @@
+"""File I/O at the edges: RAW patches, DNG, sRGB images, atomic writes.
+
+Everything that touches disk goes through here (or :mod:`uotisp_lib.reporting`, :mod:`uotisp_lib.cli`).
+Writes are atomic: data goes to a temporary file in the destination folder, is flushed and fsync'd,
+then renamed over the target, so a crash never leaves a half-written file behind.
+
+Readers validate what they load and raise one-line errors that start with the file's path and say
+what was expected: :class:`RawFormatError` for RAW data (``.npy``, DNG, Bayer PNG) and
+:class:`ImageFormatError` for sRGB images (both are ``ValueError``); a missing file raises
+``FileNotFoundError``.
+
+RAW convention (UP-ISP, NTIRE 2026): a patch is ``uint16`` ``HxWx4`` packed from a 2x2 Bayer mosaic
+in the channel order ``[R, Gr, Gb, B]``, where ``Gr`` is the green on the red rows and ``Gb`` the
+green on the blue rows, values ``0..1023`` (10-bit, black 0, white 1023). Readers return NumPy
+arrays; turning them into normalised tensors is :mod:`uotisp_lib.preprocessing`'s job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator, Sequence
+
+import numpy as np
+
+#: Bit depth and range of the UP-ISP RAW patches (Google Pixel 6, packed RGGB [R, Gr, Gb, B]).
+RAW_BITS = 10
+RAW_MAX = 2**RAW_BITS - 1
+
+
+class RawFormatError(ValueError):
+    """A RAW file is unreadable or not what was expected; the message names the file."""
+
+
+class ImageFormatError(ValueError):
+    """An sRGB image file is unreadable or not what was expected; the message names the file."""
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on clean exit fsync and rename it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; return the path."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; return the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_raw(path: str | os.PathLike, raw: np.ndarray) -> Path:
+    """Save a packed RAW patch (uint16, HxWx4, values 0..1023) as ``.npy``, atomically."""
+    raw = np.asarray(raw)
+    if raw.ndim != 3 or raw.shape[2] != 4:
+        raise RawFormatError(f"{path}: expected a packed RAW array HxWx4, got shape {raw.shape}")
+    if raw.dtype != np.uint16:
+        raise RawFormatError(f"{path}: expected dtype uint16, got {raw.dtype}")
+    if raw.size and int(raw.max()) > RAW_MAX:
+        raise RawFormatError(f"{path}: values exceed the 10-bit range 0..{RAW_MAX} (max {int(raw.max())})")
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, raw, allow_pickle=False)
+    return Path(path)
+
+
+def save_image(path: str | os.PathLike, img: np.ndarray, quality: int = 95) -> Path:
+    """Save an sRGB image (uint8 HxWx3) as PNG or JPEG (by suffix; JPEG at ``quality``), atomically."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"{path}: expected uint8 HxWx3, got {img.dtype} {img.shape}")
+    ext = path.suffix.lower()
+    if ext in (".jpg", ".jpeg"):
+        data = iio.imwrite("<bytes>", img, extension=".jpg", quality=int(quality))
+    elif ext == ".png":
+        data = iio.imwrite("<bytes>", img, extension=".png")
+    else:
+        raise ValueError(f"{path}: unsupported image suffix {ext!r}; expected .png, .jpg or .jpeg")
+    return atomic_write_bytes(path, data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers shared by the readers
+# --------------------------------------------------------------------------------------------------
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line (LibRaw gives ``bytes``; NumPy may give several lines)."""
+    msg = err.args[0] if len(err.args) == 1 else str(err)
+    if isinstance(msg, bytes):
+        msg = msg.decode("utf-8", "replace")
+    return " ".join(str(msg).split()) or type(err).__name__
+
+
+def _require_file(path: Path, what: str) -> None:
+    """Raise ``FileNotFoundError`` (or ``IsADirectoryError``) naming ``path`` and what was expected."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; expected {what}")
+    if not path.is_file():
+        raise IsADirectoryError(f"{path}: is not a regular file; expected {what}")
+
+
+#: What Pillow (via imageio) raises on unknown, broken or truncated image files.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
+
+
+def _check_bits(bits: int) -> int:
+    if not isinstance(bits, (int, np.integer)) or isinstance(bits, bool) or not 1 <= int(bits) <= 16:
+        raise ValueError(f"bits must be an integer in 1..16 (uint16 container), got {bits!r}")
+    return int(bits)
+
+
+# --------------------------------------------------------------------------------------------------
+# Packed RAW patches (.npy)
+# --------------------------------------------------------------------------------------------------
+
+
+def check_raw(raw: np.ndarray, *, bits: int = RAW_BITS, name: str = "array") -> np.ndarray:
+    """Validate a packed RAW array and return it as ``uint16`` ``HxWx4``.
+
+    Accepts any integer dtype whose values lie in ``0..2**bits-1``; ``name`` (a path) starts every
+    error message. Raises :class:`RawFormatError` on a wrong shape, a non-integer dtype or values
+    out of range.
+    """
+    bits = _check_bits(bits)
+    top = 2**bits - 1
+    raw = np.asarray(raw)
+    if raw.ndim != 3 or raw.shape[2] != 4 or raw.shape[0] == 0 or raw.shape[1] == 0:
+        raise RawFormatError(f"{name}: expected HxWx4 packed RGGB [R, Gr, Gb, B] (H, W > 0), got shape {raw.shape}")
+    if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.integer):
+        raise RawFormatError(f"{name}: expected an integer dtype (uint16 values 0..{top}), got dtype {raw.dtype}")
+    lo, hi = int(raw.min()), int(raw.max())
+    if lo < 0 or hi > top:
+        raise RawFormatError(
+            f"{name}: values outside the {bits}-bit range 0..{top}: found min {lo}, max {hi}"
+        )
+    return raw.astype(np.uint16, copy=False)
+
+
+def read_raw(path: str | os.PathLike, *, bits: int = RAW_BITS) -> np.ndarray:
+    """Read a packed RAW patch ``.npy`` -> ``uint16`` ``HxWx4`` ``[R, Gr, Gb, B]`` in ``0..2**bits-1``.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`RawFormatError` for a file that is not
+    a plain ``.npy`` array (corrupt, truncated, pickled, ``.npz``) or fails :func:`check_raw`.
+    Any integer dtype is accepted and converted to ``uint16``.
+    """
+    path = Path(path)
+    bits = _check_bits(bits)
+    _require_file(path, "a .npy packed RAW patch (HxWx4)")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise RawFormatError(f"{path}: could not be read as .npy ({_one_line(err)})") from err
+    if not isinstance(arr, np.ndarray):  # np.load returns an NpzFile for .npz archives
+        arr.close()
+        raise RawFormatError(f"{path}: could not be read as .npy (it is an .npz archive; expected one HxWx4 array)")
+    return check_raw(arr, bits=bits, name=str(path))
+
+
+def load_raw_batch(paths: Sequence[str | os.PathLike], *, bits: int = RAW_BITS) -> np.ndarray:
+    """Read equally shaped RAW patches -> ``uint16`` ``[N, H, W, 4]`` (in the order given).
+
+    Errors name the first bad file; a shape different from the first file's raises
+    :class:`RawFormatError` naming both files.
+    """
+    paths = list(paths)
+    if not paths:
+        raise ValueError("load_raw_batch: no paths given; expected at least one .npy RAW patch")
+    first = read_raw(paths[0], bits=bits)
+    out = np.empty((len(paths), *first.shape), dtype=np.uint16)
+    out[0] = first
+    for i, p in enumerate(paths[1:], start=1):
+        raw = read_raw(p, bits=bits)
+        if raw.shape != first.shape:
+            raise RawFormatError(
+                f"{p}: shape {raw.shape} differs from {first.shape} of {paths[0]}; a batch needs equal shapes"
+            )
+        out[i] = raw
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Bayer mosaics (DNG, Zurich PNG) -> packed [R, Gr, Gb, B]
+# --------------------------------------------------------------------------------------------------
+
+BAYER_PATTERNS = ("RGGB", "GRBG", "GBRG", "BGGR")
+
+
+def bayer_offset(pattern: str) -> tuple[int, int]:
+    """(row, col) of the red site in a 2x2 Bayer ``pattern`` (row-major letters, e.g. ``"GRBG"``).
+
+    Raises ``ValueError`` unless ``pattern`` is one of :data:`BAYER_PATTERNS` (R and B on a
+    diagonal, greens on the other).
+    """
+    if pattern not in BAYER_PATTERNS:
+        choices = ", ".join(BAYER_PATTERNS)
+        raise ValueError(f"CFA pattern {pattern!r} is not a 2x2 Bayer pattern; expected one of {choices}")
+    r = pattern.index("R")
+    return r // 2, r % 2
+
+
+def pack_bayer(mosaic: np.ndarray, pattern: str = "RGGB") -> np.ndarray:
+    """Pack a 2-D Bayer mosaic ``HxW`` into ``h x w x 4`` ``[R, Gr, Gb, B]`` (dtype kept).
+
+    Whatever the pattern, the mosaic is first cropped by one row and/or one column at the top/left
+    (see :func:`bayer_offset`) so that it starts at a red site, then trimmed at the bottom/right to
+    even sides: ``h = (H - dy) // 2``, ``w = (W - dx) // 2``. After that crop every Bayer pattern is
+    ``R Gr / Gb B``, so ``Gr`` is the green on the red rows and ``Gb`` the one on the blue rows.
+    """
+    dy, dx = bayer_offset(pattern)
+    mosaic = np.asarray(mosaic)
+    if mosaic.ndim != 2:
+        raise ValueError(f"expected a 2-D Bayer mosaic HxW, got shape {mosaic.shape}")
+    m = mosaic[dy:, dx:]
+    h, w = m.shape[0] // 2, m.shape[1] // 2
+    if h == 0 or w == 0:
+        raise ValueError(f"Bayer mosaic {mosaic.shape} is too small to pack with pattern {pattern}")
+    m = m[: 2 * h, : 2 * w]
+    return np.stack([m[0::2, 0::2], m[0::2, 1::2], m[1::2, 0::2], m[1::2, 1::2]], axis=-1)
+
+
+def read_bayer_png(path: str | os.PathLike, *, bits: int = RAW_BITS, pattern: str = "RGGB") -> np.ndarray:
+    """Read a 16-bit 1-channel Bayer PNG (e.g. Zurich RAW-to-RGB) -> ``uint16`` ``HxWx4`` packed.
+
+    The PNG holds ``bits``-bit data in a 16-bit container; sides must be even. Values above
+    ``2**bits - 1`` raise :class:`RawFormatError` (a sign of a different bit depth or file kind).
+    """
+    import imageio.v3 as iio
+
+    path = Path(path)
+    bits = _check_bits(bits)
+    _require_file(path, "a 16-bit 1-channel Bayer PNG")
+    try:
+        img = iio.imread(path, plugin="pillow")
+    except _DECODE_ERRORS as err:
+        raise RawFormatError(f"{path}: could not be read as PNG ({_one_line(err)})") from err
+    if img.ndim != 2 or img.dtype != np.uint16:
+        raise RawFormatError(f"{path}: expected a 16-bit 1-channel Bayer PNG, got dtype {img.dtype} shape {img.shape}")
+    if img.shape[0] % 2 or img.shape[1] % 2:
+        raise RawFormatError(f"{path}: expected even height and width for a 2x2 Bayer mosaic, got {img.shape}")
+    return check_raw(pack_bayer(img, pattern), bits=bits, name=str(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# DNG (and other LibRaw formats)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class DngRaw:
+    """A Bayer RAW read by :func:`read_dng`, packed ``[R, Gr, Gb, B]``, sensor values not rescaled.
+
+    ``packed``: ``uint16`` ``h x w x 4`` in sensor orientation (the file's Orientation flag is not
+    applied). ``black_level``: per packed channel ``[R, Gr, Gb, B]``. ``white_level``: saturation
+    value. ``bits``: bit length of ``white_level``. ``cfa_pattern``: the sensor's pattern at the
+    top-left visible pixel (e.g. ``"GRBG"``); ``crop``: rows/cols dropped at top/left so the packed
+    mosaic starts at red (see :func:`pack_bayer`). ``camera_wb``: as-shot gains ``(R, G, B)`` with
+    ``G = 1`` (``None`` if absent). ``rgb_xyz_matrix``: 3x3 XYZ -> camera matrix (``None`` when LibRaw
+    leaves it empty, which it does for DNG files: LibRaw issue #751). ``cam_to_srgb``: LibRaw's 3x3
+    camera -> linear sRGB matrix (rows sum to 1; identity when the file carries no colour matrix).
+    """
+
+    path: Path
+    packed: np.ndarray
+    black_level: tuple[int, int, int, int]
+    white_level: int
+    bits: int
+    cfa_pattern: str
+    crop: tuple[int, int]
+    camera_wb: tuple[float, float, float] | None
+    rgb_xyz_matrix: np.ndarray | None
+    cam_to_srgb: np.ndarray | None
+
+
+def _site_letters(colors: np.ndarray, desc: str) -> str:
+    """Row-major letters of a 2x2 block of LibRaw colour indices (``desc`` e.g. ``'RGBG'``)."""
+    return "".join(desc[int(c)] for c in colors.ravel())
+
+
+def read_dng(path: str | os.PathLike) -> DngRaw:
+    """Read a Bayer DNG with rawpy (LibRaw) -> :class:`DngRaw` packed ``[R, Gr, Gb, B]``.
+
+    Works for any 2x2 Bayer pattern (RGGB, GRBG, GBRG, BGGR): the visible area is cropped by one
+    row/column when needed so that it starts at a red site (:func:`pack_bayer`), and black levels are
+    reordered to the packed channels. Other CFAs (X-Trans, CMYG, linear DNG) raise
+    :class:`RawFormatError`, as does a file LibRaw cannot read. Any RAW format LibRaw reads works;
+    DNG is what is tested. LibRaw rejects images smaller than 22 pixels a side.
+    """
+    import rawpy
+
+    path = Path(path)
+    _require_file(path, "a Bayer DNG file")
+    try:
+        with rawpy.imread(str(path)) as rp:
+            mosaic = np.array(rp.raw_image_visible, dtype=np.uint16, copy=True)
+            pattern_shape = None if rp.raw_pattern is None else tuple(rp.raw_pattern.shape)
+            colors = np.array(rp.raw_colors_visible[:4, :4])
+            desc = rp.color_desc.decode("ascii", "replace")
+            num_colors = int(rp.num_colors)
+            black_per_color = [int(b) for b in rp.black_level_per_channel]
+            white = int(rp.white_level)
+            wb = [float(g) for g in rp.camera_whitebalance]
+            xyz_cam = np.array(rp.rgb_xyz_matrix, dtype=np.float64)[:3]
+            rgb_cam = np.array(rp.color_matrix, dtype=np.float64)[:, :3]
+    except rawpy.LibRawError as err:
+        raise RawFormatError(f"{path}: could not be read as DNG/RAW by LibRaw ({_one_line(err)})") from err
+    if pattern_shape != (2, 2) or num_colors != 3 or colors.shape != (4, 4):
+        raise RawFormatError(
+            f"{path}: expected a 2x2 Bayer CFA with 3 colours, got pattern {pattern_shape}, "
+            f"{num_colors} colours ({desc})"
+        )
+    pattern = _site_letters(colors[:2, :2], desc)
+    try:
+        dy, dx = bayer_offset(pattern)
+        packed = pack_bayer(mosaic, pattern)
+    except ValueError as err:
+        raise RawFormatError(f"{path}: {err}") from err
+    sites = colors[dy : dy + 2, dx : dx + 2].ravel()  # colour index at R, Gr, Gb, B
+    black = tuple(black_per_color[int(c)] for c in sites)
+    r, g, b = (wb[desc.index(ch)] for ch in "RGB")
+    camera_wb = (r / g, 1.0, b / g) if min(r, g, b) > 0 else None
+    return DngRaw(
+        path=path,
+        packed=packed,
+        black_level=black,  # type: ignore[arg-type]
+        white_level=white,
+        bits=max(white.bit_length(), 1),
+        cfa_pattern=pattern,
+        crop=(dy, dx),
+        camera_wb=camera_wb,
+        rgb_xyz_matrix=xyz_cam if np.any(xyz_cam) else None,
+        cam_to_srgb=rgb_cam if np.any(rgb_cam) else None,
+    )
+
+
+def dng_to_packed10(dng: DngRaw) -> np.ndarray:
+    """Rescale a :class:`DngRaw` to the UP-ISP 10-bit convention -> ``uint16`` ``HxWx4`` in ``0..1023``.
+
+    Per channel ``c``: ``round(clip((x - black_c) / (white - black_c), 0, 1) * 1023)``, so black maps to
+    0 and white to 1023 (the UP-ISP patches use black 0, white 1023).
+    """
+    black = np.asarray(dng.black_level, dtype=np.float64)
+    span = float(dng.white_level) - black
+    if np.any(span <= 0):
+        raise RawFormatError(
+            f"{dng.path}: white level {dng.white_level} must exceed the black levels {dng.black_level}"
+        )
+    x = (dng.packed.astype(np.float64) - black) / span
+    return np.rint(np.clip(x, 0.0, 1.0) * RAW_MAX).astype(np.uint16)
+
+
+# --------------------------------------------------------------------------------------------------
+# sRGB images
+# --------------------------------------------------------------------------------------------------
+
+
+def read_srgb(path: str | os.PathLike, *, allow_16bit: bool = False) -> np.ndarray:
+    """Read an sRGB JPEG/PNG -> ``uint8`` ``HxWx3``.
+
+    Rules: grayscale (``L``, 1-bit) is repeated to 3 channels; an alpha channel (RGBA, LA, palette
+    with transparency) is dropped, not composited, since the datasets' images are opaque; palette
+    images are expanded by imageio. 16-bit images raise :class:`ImageFormatError` unless
+    ``allow_16bit`` (then ``round(x * 255 / 65535)``): a 16-bit PNG is more often RAW data (e.g. a
+    Zurich Bayer PNG) than an sRGB target. CMYK, float and 32-bit images raise. No EXIF rotation.
+    """
+    import imageio.v3 as iio
+
+    path = Path(path)
+    _require_file(path, "an sRGB JPEG or PNG image")
+    try:
+        img = np.asarray(iio.imread(path, plugin="pillow"))
+    except _DECODE_ERRORS as err:
+        raise ImageFormatError(f"{path}: could not be read as an image ({_one_line(err)})") from err
+    if img.dtype == np.bool_:
+        img = img.astype(np.uint8) * 255
+    if img.dtype == np.uint16 and allow_16bit:
+        img = np.rint(img.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    if img.dtype != np.uint8:
+        hint = " (pass allow_16bit=True to scale by 255/65535)" if img.dtype == np.uint16 else ""
+        raise ImageFormatError(f"{path}: expected an 8-bit sRGB image, got dtype {img.dtype}{hint}")
+    if img.ndim == 3 and img.shape[2] in (2, 4):
+        if img.shape[2] == 4 and _is_cmyk(path):
+            raise ImageFormatError(f"{path}: expected an RGB, RGBA or grayscale image, got CMYK")
+        img = img[..., :-1]  # drop alpha
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+        raise ImageFormatError(f"{path}: expected an HxW, HxWx3 or HxWx4 image, got shape {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+def _is_cmyk(path: Path) -> bool:
+    import imageio.v3 as iio
+
+    return iio.immeta(path, plugin="pillow").get("mode") == "CMYK"
