@@ -253,3 +253,25 @@ def test_read_zurich_raw_packs_rggb_and_validates(tmp_path):
     uio.save_image(tmp_path / "2.png", np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(uio.RawFormatError, match=r"2\.png: expected a 16-bit 1-channel Bayer PNG, got dtype uint8 shape \(4, 4, 3\)"):
         L.read_zurich_raw(tmp_path / "2.png")
+
+
+def test_read_image_and_summary_of_a_built_benchmark(tmp_path):
+    from uotisp_lib.config import get_profile
+    from uotisp_lib.data import build_benchmark
+    from uotisp_lib.data.synth import read_meta
+
+    cfg = get_profile("smoke").synth
+    root = build_benchmark(tmp_path / "b", cfg, seed=1)
+    lay = L.scan_upisp(root)
+    meta = read_meta(root)
+    first = next(m for m in meta["images"] if m["role"] == "raw" and m["split"] == "val")
+    rows, cols = first["layout"]
+    raw = lay.read_image("val", "raws", first["id"])
+    assert raw.shape == (rows * cols, cfg.patch, cfg.patch, 4) and raw.dtype == np.uint16
+    gt = lay.read_image("val", "gt", first["id"])
+    assert gt.shape == (rows * cols, 2 * cfg.patch, 2 * cfg.patch, 3) and gt.dtype == np.uint8
+    summary = {r["split"]: r for r in lay.summary()}
+    assert summary["train"]["raw_images"] == cfg.n_train_raw and summary["train"]["jpeg_images"] == cfg.n_train_jpeg
+    assert summary["test"]["gt_images"] == cfg.n_test and 0 <= summary["val"]["raw_min"] <= summary["val"]["raw_max"] <= 1023
+    with pytest.raises(L.LayoutError, match="no image 'nope'"):
+        lay.read_image("val", "raws", "nope")

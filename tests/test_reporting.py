@@ -42,3 +42,21 @@ def test_figure_and_index(tmp_path):
     index = reporting.write_index(tmp_path).read_text()
     assert "## Profile `cpu`" in index and "[t1.md](cpu/tables/t1.md)" in index
     assert "[curve](cpu/figures/curve.png)" in index
+
+
+def test_to_display_and_grid():
+    import numpy as np
+    import torch
+
+    t = torch.zeros(3, 4, 5)
+    t[0] = 2.0  # out of range: clipped for display
+    arr = reporting.to_display(t)
+    assert arr.shape == (4, 5, 3) and arr[..., 0].max() == 1.0
+    assert reporting.to_display(torch.ones(1, 2, 2)).shape == (2, 2)
+    u8 = np.full((2, 2, 3), 200, np.uint8)
+    assert reporting.to_display(u8).dtype == np.uint8
+    fig = reporting.image_grid([t, u8, torch.ones(1, 2, 2)], ["a", "b", "c"], ncols=2)
+    assert len(fig.axes) == 4 and fig.axes[1].get_title() == "b"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="at least one image"):
+        reporting.image_grid([])

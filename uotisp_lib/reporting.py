@@ -104,3 +104,41 @@ def write_index(results_root: str | Path) -> Path:
             lines += [f"- [{f.stem}]({prof.name}/figures/{f.name})" for f in figures]
             lines.append("")
     return atomic_write_text(root / "README.md", "\n".join(lines).rstrip() + "\n")
+
+
+def to_display(img: Any) -> Any:
+    """A tensor ``[3,H,W]``/``[1,H,W]``/``[H,W]`` or array ``HxWx3`` -> NumPy ``HxW(x3)`` for imshow."""
+    import numpy as np
+    import torch
+
+    if isinstance(img, torch.Tensor):
+        img = img.detach().float().cpu()
+        if img.ndim == 3:
+            img = img.permute(1, 2, 0)
+        img = img.numpy()
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.dtype == np.uint8:
+        return img
+    return np.clip(img, 0.0, 1.0)
+
+
+def image_grid(images: list, titles: list[str] | None = None, ncols: int = 4, size: float = 3.0, cmap: str = "gray"):
+    """A matplotlib figure showing ``images`` (see :func:`to_display`) in a grid with titles."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    if n == 0:
+        raise ValueError("image_grid needs at least one image")
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(to_display(images[k]), cmap=cmap, interpolation="nearest")
+            if titles:
+                ax.set_title(titles[k], fontsize=9)
+    fig.tight_layout()
+    return fig

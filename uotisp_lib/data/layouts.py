@@ -236,6 +236,32 @@ class UpIspLayout:
             )
         return [(s, p, gts[s]) for s, p in raws.items()]
 
+    def read_image(self, split: str, kind: str, image_id: str) -> np.ndarray:
+        """The patches of one image, by idx: RAW ``[N,h,w,4]`` uint16 or sRGB ``[N,H,W,3]`` uint8."""
+        groups = self.images(split, kind)
+        if image_id not in groups:
+            raise LayoutError(f"{self.root / split / kind}: no image {image_id!r} (have {_fmt_list(groups)})")
+        paths = self.paths(split, kind)
+        if kind == "raws":
+            return uio.load_raw_batch([paths[s] for s in groups[image_id]])
+        return np.stack([uio.read_srgb(paths[s]) for s in groups[image_id]])
+
+    def summary(self, read_values: bool = True) -> list[dict[str, object]]:
+        """One row per split: images and patches per kind, and (``read_values``) the RAW min/max."""
+        rows = []
+        for split in self.splits:
+            row: dict[str, object] = {"split": split}
+            for kind, label in (("raws", "raw"), ("jpegs", "jpeg"), ("gt", "gt")):
+                paths = self.files[split].get(kind, {})
+                row[f"{label}_images"] = len(self.images(split, kind)) if paths else 0
+                row[f"{label}_patches"] = len(paths)
+            if read_values and self.files[split].get("raws"):
+                values = [uio.read_raw(p) for p in self.files[split]["raws"].values()]
+                row["raw_min"] = int(min(v.min() for v in values))
+                row["raw_max"] = int(max(v.max() for v in values))
+            rows.append(row)
+        return rows
+
 
 def scan_upisp(root: str | os.PathLike) -> UpIspLayout:
     """List a UP-ISP style dataset folder -> :class:`UpIspLayout` (no file is opened).

@@ -1,0 +1,156 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · The data
+#
+# Every later notebook learns a map from packed RAW patches to sRGB. This one looks at the data
+# itself: the challenge layout, the four RAW channels, the camera model that turns real photographs
+# into RAW for our synthetic benchmark, the target look, the outlier targets and the ground truth.
+#
+# **The embedded default** is a synthetic copy of the NTIRE 2026 unpaired ISP challenge (UP-ISP):
+# same folders and file names (`train/raws/<img>_<idx>.npy`, `train/jpegs/<img>_<idx>.jpg`, ...),
+# built from real photographs shipped with scikit-image and procedural dead-leaves scenes by a
+# documented camera model (Brooks et al. 2019, *Unprocessing images for learned raw denoising*).
+# Because we made the RAW, every RAW scene also has a ground-truth rendering in the target look, so
+# metrics mean something. Point `data_root` at the real challenge folder to look at that instead.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | cpu | full
+data_root = ""  # empty: the synthetic benchmark of the profile; else a UP-ISP style folder
+device = "auto"
+seed = 0
+results_dir = ""  # empty: results/<profile>
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from uotisp_lib import config, reporting
+from uotisp_lib.data import camera, ensure_dataset, sources
+from uotisp_lib.data.layouts import scan_upisp
+from uotisp_lib.data.synth import read_meta
+from uotisp_lib.preprocessing import PreprocessConfig, Preprocessor
+from uotisp_lib.stitching import infer_grid, stitch
+
+run = config.resolve_run(profile, data_root or None, device, seed, results_dir or None)
+config.seed_everything(run.seed)
+root = ensure_dataset(run)
+layout = scan_upisp(root)
+meta = read_meta(root) if run.synthetic else None
+print(f"profile={run.profile.name} device={run.device} data={root} synthetic={run.synthetic}")
+
+# %% [markdown]
+# ## What is there
+# One row per split: full images (groups of `<img>_<idx>` stems) and patches per kind, and the range
+# of RAW values (10-bit: 0..1023).
+
+# %%
+summary = pd.DataFrame(layout.summary())
+reporting.write_table(summary, run.results_dir, "data_summary", metadata=config.run_metadata(run))
+summary
+
+
+# %% [markdown]
+# ## One RAW image, channel by channel
+# A RAW patch is `h x w x 4`, the RGGB Bayer mosaic packed as `[R, Gr, Gb, B]` at half resolution.
+# The patches of one image are stitched back in row-major order; the grid comes from `meta.json`
+# on the synthetic benchmark, else from the seam-consistency score (notebook 02).
+
+# %%
+def full_image(split: str, kind: str, image_id: str) -> torch.Tensor:
+    """Stitch one image's patches into a tensor [C, H, W] (RAW in raw units, sRGB in [0,1])."""
+    patches = layout.read_image(split, kind, image_id)
+    t = torch.from_numpy(patches.astype(np.float32)).permute(0, 3, 1, 2)
+    if kind != "raws":
+        t = t / 255.0
+    if meta is not None:
+        rows, cols = next(m["layout"] for m in meta["images"] if m["id"] == image_id)
+    else:
+        g = infer_grid(t, kind="raw" if kind == "raws" else "rgb")
+        rows, cols = g.rows, g.cols
+    return stitch(t, rows, cols)
+
+
+split0 = "val" if "val" in layout.splits else layout.splits[-1]
+image_id = next(iter(layout.images(split0, "raws")))
+raw = full_image(split0, "raws", image_id)
+names = ["R", "Gr", "Gb", "B"]
+fig = reporting.image_grid([raw[c : c + 1] / 1023.0 for c in range(4)], [f"{image_id}: {n}" for n in names], ncols=4)
+reporting.save_figure(fig, run.results_dir, "raw_channels")
+
+# %% [markdown]
+# The green channels are brightest and red/blue dimmer: the sensor sees the scene *before* white
+# balance (our camera model divides by per-image illuminant gains, R in [1.9, 2.4], B in [1.5, 1.9]).
+
+# %% [markdown]
+# ## The camera model, step by step
+# sRGB scene -> inverse sRGB gamma -> linear camera RGB (inverse colour matrix) -> divided by the
+# illuminant gains -> RGGB mosaic -> shot + read noise -> 10-bit codes. The constants live in
+# `uotisp_lib.data.camera.CameraModel` and in every benchmark's `meta.json`.
+
+# %%
+rng = np.random.default_rng(run.seed)
+scene = sources.sample_scene(rng, 128, 128, sources.builtin_photos())
+srgb = torch.from_numpy(scene).permute(2, 0, 1)[None]
+cam = camera.DEFAULT_CAMERA
+gen = torch.Generator().manual_seed(run.seed)
+gains = camera.sample_gains(1, cam, gen)
+lin = camera.srgb_to_camera_linear(srgb, cam)
+sensor = lin / gains[:, :, None, None]
+packed = camera.forward(srgb, gains, cam, generator=gen, noise=True)
+codes = camera.quantize(packed, cam)
+bayer = camera.unpack_mosaic(packed)
+steps = [srgb[0], lin[0], sensor[0], bayer[0], camera.dequantize(codes.to(torch.int32), cam)[0, 1:2]]
+titles = ["sRGB scene", "camera RGB (linear)", f"/ gains {gains[0].numpy().round(2)}", "RGGB mosaic + noise", "10-bit Gr plane"]
+fig = reporting.image_grid(steps, titles, ncols=5)
+reporting.save_figure(fig, run.results_dir, "camera_model")
+
+# %% [markdown]
+# ## The target look and the outliers
+# The target JPEGs are not the camera's inverse: the benchmark's "phone ISP" (`TargetLook`) adds its
+# own white-balance tint, a saturation boost, exposure and an S-curve. A fraction of the target JPEGs
+# gets an atypical look instead (sepia, washed out, a cyan cast, punchy): unbalanced transport may
+# leave those unmatched.
+
+# %%
+looks = [camera.DEFAULT_LOOK, *camera.OUTLIER_LOOKS.values()]
+renders = [camera.srgb_to_target(srgb, look, cam)[0] for look in looks]
+fig = reporting.image_grid([srgb[0], *renders], ["scene (plain sRGB)", *[l.name for l in looks]], ncols=len(looks) + 1)
+reporting.save_figure(fig, run.results_dir, "target_look")
+
+# %%
+jpeg_ids = list(layout.images("train", "jpegs"))
+outlier_ids = set(meta["outliers"]) if meta else set()
+typical = [i for i in jpeg_ids if i not in outlier_ids][:3]
+atypical = [i for i in jpeg_ids if i in outlier_ids][:3]
+shown = typical + atypical
+fig = reporting.image_grid(
+    [full_image("train", "jpegs", i) for i in shown],
+    [f"{i} ({'outlier' if i in outlier_ids else 'typical'})" for i in shown],
+    ncols=3,
+)
+reporting.save_figure(fig, run.results_dir, "outliers")
+print(f"{len(outlier_ids)} of {len(jpeg_ids)} target images are outliers")
+
+# %% [markdown]
+# ## Ground truth
+# Each evaluation RAW image has its ground truth: the target look applied to the scene it was made
+# from. Beside it, a naive rendering of the RAW (gray-world white balance, Malvar demosaicing, gamma
+# 1/2.2; notebook 01 studies these stages): the gap between the two is what an ISP has to learn.
+
+# %%
+if "gt" in layout.files.get(split0, {}):
+    naive = Preprocessor(PreprocessConfig(wb="gray_world"))(raw[None])[0]
+    gt = full_image(split0, "gt", image_id)
+    fig = reporting.image_grid([naive, gt], [f"{image_id}: naive RAW rendering", "ground truth (target look)"], ncols=2, size=4)
+    reporting.save_figure(fig, run.results_dir, "ground_truth")

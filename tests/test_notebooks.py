@@ -1,0 +1,98 @@
+"""Every notebook runs under papermill in the smoke profile and writes what it promises (pyhf style).
+
+Also checks that each Jupytext pair (.py percent <-> .ipynb) is in sync and committed output-free.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+PY_FILES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+
+#: notebook -> (tables it must write, figures it must write, extra papermill parameters runs)
+EXPECTED: dict[str, dict] = {
+    "00_data": {"tables": ["data_summary"], "figures": ["raw_channels", "camera_model", "target_look", "outliers"]},
+}
+
+
+def _cells(nb: dict) -> list[tuple[str, str]]:
+    return [(c["cell_type"], "".join(c["source"]).strip()) for c in nb["cells"]]
+
+
+def test_every_notebook_is_listed():
+    assert sorted(p.stem for p in PY_FILES) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("py", PY_FILES, ids=lambda p: p.stem)
+def test_pair_in_sync_and_output_free(py):
+    import jupytext
+
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.is_file(), f"{ipynb} missing: run 'jupytext --sync {py}'"
+    committed = json.loads(ipynb.read_text())
+    from_py = json.loads(jupytext.writes(jupytext.read(py), fmt="ipynb"))
+    assert _cells(committed) == _cells(from_py), f"{ipynb} differs from {py}: run 'jupytext --sync {py}'"
+    assert not any(c.get("outputs") for c in committed["cells"]), f"{ipynb} has outputs: strip them"
+    assert committed["metadata"]["kernelspec"]["name"] == "python3"
+    tagged = [c for c in committed["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{ipynb}: exactly one cell must be tagged 'parameters'"
+    src = "".join(tagged[0]["source"])
+    for name in ("profile", "data_root", "device", "seed", "results_dir"):
+        assert f"{name} =" in src, f"{ipynb}: parameters cell lacks {name!r}"
+
+
+@pytest.fixture(scope="session")
+def synth_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("uotisp-cache")
+
+
+def _run(nb_name: str, tmp_path: Path, cache: Path, monkeypatch, **params) -> Path:
+    import papermill as pm
+
+    monkeypatch.setenv("UOTISP_CACHE", str(cache))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    results = tmp_path / "results" / "smoke"
+    pm.execute_notebook(
+        str(NOTEBOOKS / f"{nb_name}.ipynb"),
+        str(tmp_path / f"{nb_name}.out.ipynb"),
+        parameters={"profile": "smoke", "results_dir": str(results), **params},
+        kernel_name="python3",
+        cwd=str(ROOT),
+        progress_bar=False,
+    )
+    return results
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("notebooks")
+@pytest.mark.parametrize("nb_name", sorted(EXPECTED))
+def test_notebook_runs_and_writes_results(nb_name, tmp_path, synth_cache, monkeypatch):
+    results = _run(nb_name, tmp_path, synth_cache, monkeypatch)
+    for table in EXPECTED[nb_name]["tables"]:
+        df = pd.read_csv(results / "tables" / f"{table}.csv")
+        assert len(df) > 0 and not df.isna().all(axis=None), f"{nb_name}: table {table} is empty"
+        meta = json.loads((results / "tables" / f"{table}.json").read_text())
+        assert meta["run"]["profile"]["name"] == "smoke" and "versions" in meta
+    for fig in EXPECTED[nb_name]["figures"]:
+        png = results / "figures" / f"{fig}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG", f"{nb_name}: figure {fig} missing"
+    check = NOTEBOOK_CHECKS.get(nb_name)
+    if check:
+        check(results)
+
+
+def _check_00(results: Path) -> None:
+    df = pd.read_csv(results / "tables" / "data_summary.csv").set_index("split")
+    # smoke profile: 4 train RAW images, 4 JPEG images, 2 val, 2 test (see config.SynthConfig)
+    assert df.loc["train", "raw_images"] == 4 and df.loc["train", "jpeg_images"] == 4
+    assert df.loc["val", "gt_images"] == 2 and df.loc["test", "gt_images"] == 2
+    assert (df["raw_max"] <= 1023).all()
+
+
+NOTEBOOK_CHECKS = {"00_data": _check_00}
