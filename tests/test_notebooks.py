@@ -18,6 +18,10 @@ PY_FILES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 #: notebook -> (tables it must write, figures it must write, extra papermill parameters runs)
 EXPECTED: dict[str, dict] = {
     "00_data": {"tables": ["data_summary"], "figures": ["raw_channels", "camera_model", "target_look", "outliers"]},
+    "01_preprocessing": {
+        "tables": ["preprocessing_quality"],
+        "figures": ["preprocessing_stages", "preprocessing_tradeoff", "demosaic_crops"],
+    },
 }
 
 
@@ -95,4 +99,12 @@ def _check_00(results: Path) -> None:
     assert (df["raw_max"] <= 1023).all()
 
 
-NOTEBOOK_CHECKS = {"00_data": _check_00}
+def _check_01(results: Path) -> None:
+    df = pd.read_csv(results / "tables" / "preprocessing_quality.csv").set_index("backend")
+    assert {"malvar+none", "bilinear+none", "demosaicnet+none"} <= set(df.index)
+    assert (df["psnr"] > 20).all() and (df["ssim"] <= 1).all() and (df["mp_per_s"] > 0).all()
+    # learned demosaicing beats bilinear against the clean sensor image
+    assert df.loc["demosaicnet+none", "psnr"] > df.loc["bilinear+none", "psnr"]
+
+
+NOTEBOOK_CHECKS = {"00_data": _check_00, "01_preprocessing": _check_01}

@@ -51,11 +51,34 @@ class SynthConfig:
 
 
 @dataclass(frozen=True)
+class PreprocessStudy:
+    """Notebook 01: scenes through the camera model, scored per demosaic x denoise backend."""
+
+    n_scenes: int = 2
+    size: int = 64  # sRGB side of each scene (RAW is size/2 packed)
+    demosaic: tuple[str, ...] = ("bilinear", "malvar", "menon", "demosaicnet")
+    denoise: tuple[str, ...] = ("none", "guided")
+    repeats: int = 1
+
+
+@dataclass(frozen=True)
+class StitchStudy:
+    """Notebook 02: grid inference accuracy over layouts, on scenes made by the camera model."""
+
+    images_per_layout: int = 2
+    patch: int = 16  # packed RAW patch side
+    layouts: tuple[tuple[int, int], ...] = CHALLENGE_LAYOUTS + ((3, 4), (4, 3), (1, 5), (5, 1), (2, 2), (1, 7), (7, 1))
+    border: int = 4
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything a profile fixes. Later sections add their own sub-configs here."""
 
     name: str
     synth: SynthConfig
+    preprocess: PreprocessStudy = PreprocessStudy()
+    stitch: StitchStudy = StitchStudy()
 
 
 _PROFILES: dict[str, Profile] = {
@@ -80,6 +103,8 @@ _PROFILES: dict[str, Profile] = {
             n_val=6,
             n_test=6,
         ),
+        preprocess=PreprocessStudy(n_scenes=8, size=256, repeats=3),
+        stitch=StitchStudy(images_per_layout=12, patch=64),
     ),
     "full": Profile(
         name="full",
@@ -91,6 +116,8 @@ _PROFILES: dict[str, Profile] = {
             n_val=30,
             n_test=30,
         ),
+        preprocess=PreprocessStudy(n_scenes=16, size=512, repeats=3),
+        stitch=StitchStudy(images_per_layout=50, patch=256),
     ),
 }
 
