@@ -42,7 +42,8 @@ from dataclasses import dataclass
 
 import kornia.color as kc
 import torch
-import torch.nn.functional as F
+
+from uotisp_lib.preprocessing.raw import mosaic, pack_bayer, unpack_bayer
 
 Tensor = torch.Tensor
 
@@ -238,22 +239,20 @@ def camera_linear_to_srgb(lin_cam: Tensor, cam: CameraModel = DEFAULT_CAMERA, cl
 def mosaic_pack(rgb: Tensor) -> Tensor:
     """RGB ``[B,3,H,W]`` (H, W even) -> packed RGGB ``[B,4,H/2,W/2]`` as ``[R, Gr, Gb, B]``.
 
-    R is sampled at (even, even), Gr at (even, odd), Gb at (odd, even), B at (odd, odd).
+    R is sampled at (even, even), Gr at (even, odd), Gb at (odd, even), B at (odd, odd); the
+    Bayer convention is :mod:`uotisp_lib.preprocessing.raw`'s, reused here.
     """
     _check_rgb(rgb, "mosaic_pack")
     h, w = rgb.shape[-2:]
     if h % 2 or w % 2:
         raise ValueError(f"mosaic_pack: expected even height and width, got {h}x{w}")
-    return torch.stack(
-        [rgb[:, 0, 0::2, 0::2], rgb[:, 1, 0::2, 1::2], rgb[:, 1, 1::2, 0::2], rgb[:, 2, 1::2, 1::2]], dim=1
-    )
+    return pack_bayer(mosaic(rgb))
 
 
 def unpack_mosaic(packed: Tensor) -> Tensor:
     """Packed ``[B,4,h,w]`` ``[R, Gr, Gb, B]`` -> Bayer plane ``[B,1,2h,2w]`` (RGGB)."""
     _check_image(packed, "unpack_mosaic", 4, "packed RAW of shape [B,4,h,w]")
-    # pixel_shuffle puts channel 2a+b at offset (a, b) of each 2x2 cell: exactly R, Gr, Gb, B.
-    return F.pixel_shuffle(packed, 2)
+    return unpack_bayer(packed)
 
 
 # ----------------------------------------------------------------------------------- sampling
