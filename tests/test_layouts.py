@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from uotisp_lib import io as uio
 from uotisp_lib.data import layouts as L
@@ -268,6 +269,10 @@ def test_read_image_and_summary_of_a_built_benchmark(tmp_path):
     rows, cols = first["layout"]
     raw = lay.read_image("val", "raws", first["id"])
     assert raw.shape == (rows * cols, cfg.patch, cfg.patch, 4) and raw.dtype == np.uint16
+    t = lay.read_patches("val", "raws", first["id"])
+    assert t.shape == (rows * cols, 4, cfg.patch, cfg.patch) and t.dtype == torch.float32
+    assert np.array_equal(t.permute(0, 2, 3, 1).numpy(), raw.astype(np.float32))
+    assert float(lay.read_patches("val", "gt", first["id"]).max()) <= 1.0
     gt = lay.read_image("val", "gt", first["id"])
     assert gt.shape == (rows * cols, 2 * cfg.patch, 2 * cfg.patch, 3) and gt.dtype == np.uint8
     summary = {r["split"]: r for r in lay.summary()}

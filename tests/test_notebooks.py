@@ -22,6 +22,10 @@ EXPECTED: dict[str, dict] = {
         "tables": ["preprocessing_quality"],
         "figures": ["preprocessing_stages", "preprocessing_tradeoff", "demosaic_crops"],
     },
+    "02_stitching": {
+        "tables": ["stitching_benchmark", "stitching_accuracy"],
+        "figures": ["stitched_images", "seam_landscape", "low_confidence"],
+    },
 }
 
 
@@ -107,4 +111,13 @@ def _check_01(results: Path) -> None:
     assert df.loc["demosaicnet+none", "psnr"] > df.loc["bilinear+none", "psnr"]
 
 
-NOTEBOOK_CHECKS = {"00_data": _check_00, "01_preprocessing": _check_01}
+def _check_02(results: Path) -> None:
+    acc = pd.read_csv(results / "tables" / "stitching_accuracy.csv")
+    challenge = {"6x7", "7x6", "5x7", "7x5", "2x7", "7x2"}
+    assert challenge <= set(acc["layout"]), "every challenge layout is in the sweep"
+    assert (acc["correct_evidence"] == 1.0).all() and (acc["min_confidence_evidence"] > 0.05).all()
+    bench = pd.read_csv(results / "tables" / "stitching_benchmark.csv")
+    assert (bench.loc[bench.method == "evidence", "correct"] == 1.0).all()
+
+
+NOTEBOOK_CHECKS = {"00_data": _check_00, "01_preprocessing": _check_01, "02_stitching": _check_02}

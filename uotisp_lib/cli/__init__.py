@@ -12,6 +12,7 @@ import sys
 #: subcommand name -> module under uotisp_lib.cli
 SUBCOMMANDS = {
     "synth": "synth",
+    "stitch": "stitch",
     "reproduce": "reproduce",
 }
 

@@ -246,6 +246,14 @@ class UpIspLayout:
             return uio.load_raw_batch([paths[s] for s in groups[image_id]])
         return np.stack([uio.read_srgb(paths[s]) for s in groups[image_id]])
 
+    def read_patches(self, split: str, kind: str, image_id: str):
+        """:meth:`read_image` as a float32 tensor ``[N,C,h,w]``: RAW in raw units, sRGB in [0,1]."""
+        import torch
+
+        arr = self.read_image(split, kind, image_id)
+        t = torch.from_numpy(arr.astype(np.float32)).permute(0, 3, 1, 2).contiguous()
+        return t if kind == "raws" else t / 255.0
+
     def summary(self, read_values: bool = True) -> list[dict[str, object]]:
         """One row per split: images and patches per kind, and (``read_values``) the RAW min/max."""
         rows = []

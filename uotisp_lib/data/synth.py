@@ -36,7 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -399,3 +399,46 @@ __all__ = [
     "read_meta",
     "render_image",
 ]
+
+
+# ------------------------------------------------------------------------------ grid-choice cases
+@dataclass(frozen=True)
+class GridCase:
+    """One full image cut into its true grid, for testing grid inference.
+
+    raw: packed RAW patches ``[N,4,h,w]`` in raw units (float32); rgb: its ground-truth sRGB
+    patches ``[N,3,2h,2w]`` in [0,1]; ``rows x cols`` the true grid, row-major.
+    """
+
+    image_id: str
+    rows: int
+    cols: int
+    procedural: bool
+    raw: torch.Tensor
+    rgb: torch.Tensor
+
+
+def grid_cases(
+    layouts: Sequence[tuple[int, int]],
+    per_layout: int,
+    patch: int,
+    seed: int,
+    procedural_every: int = 4,
+    cam: cm.CameraModel = cm.DEFAULT_CAMERA,
+) -> list[GridCase]:
+    """``per_layout`` images for every layout, rendered like the benchmark's test split (photo crops,
+    every ``procedural_every``-th a dead-leaves scene), cut into RAW and sRGB patches."""
+    cfg = SynthConfig(patch=patch, layouts=tuple(layouts))
+    photos = builtin_photos()
+    dead = DeadLeavesSource(natural_palette(photos, np.random.default_rng([seed, 10**9 + 1])))
+    cases = []
+    for rows, cols in layouts:
+        for k in range(per_layout):
+            idx = len(cases)
+            proc = procedural_every > 0 and k % procedural_every == procedural_every - 1
+            plan = ImagePlan(idx, f"g{idx:04d}", "test", "raw", int(rows), int(cols), proc, "phone")
+            arrays, _ = render_image(plan, cfg, seed, photos, dead, cam)
+            raw = torch.from_numpy(np.stack(cut_patches(arrays["raw"], rows, cols)).astype(np.float32))
+            rgb = torch.from_numpy(np.stack(cut_patches(arrays["gt"], rows, cols))).float() / 255.0
+            cases.append(GridCase(plan.image_id, int(rows), int(cols), proc, raw.permute(0, 3, 1, 2), rgb.permute(0, 3, 1, 2)))
+    return cases

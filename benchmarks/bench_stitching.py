@@ -1,0 +1,324 @@
+"""Benchmark: grid inference over all factor pairs vs merely loading the RAW patch files.
+
+    python benchmarks/bench_stitching.py [--quick] [--data DIR] [--n-images 200] [--threads 1]
+
+Builds (once; reused when ``DIR/meta.json`` matches) a UP-ISP-like set in ``--data`` (default: a
+temporary folder, removed afterwards): ``<imageid>_<idx>.npy`` packed RAW patches (uint16
+256x256x4, [R, Gr, Gb, B], 10-bit) of images with 42, 35 or 14 patches (6x7, 7x6, 5x7, 7x5, 2x7,
+7x2, uniformly mixed). Content is natural-ish, not noise: random crops of scikit-image's bundled
+photos (and a smooth random field) resized to the full-resolution mosaic, RGGB-sampled, scaled by
+camera-like channel gains, with shot + read noise, quantised to 10 bit. 200 images are about 6,000
+files and 3 GB; the challenge's ~1,000 images (~30k files, ~15 GB) are too much for a shared disk,
+and the rate per image does not depend on the count once the page cache is warm.
+
+Every file is read once before timing (warm page cache, so "load" measures np.load, not the disk).
+Rows: load-only rates (full ``np.load``; ``np.load(mmap_mode="r")`` touching only the border
+strips), then :func:`uotisp_lib.stitching.infer_grids` per image *including* that loading, for
+our ``evidence`` ranking and the Borelli ``mean`` one, with % correct. Torch runs on
+``--threads`` threads (1: the per-core number). Peak memory of a separate, untimed pass:
+tracemalloc peak (NumPy and Python allocations) and the process's max RSS (includes the torch
+runtime). Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import multiprocessing as mp
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.lib import format as npformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from uotisp_lib import stitching as st  # noqa: E402
+from uotisp_lib.config import CHALLENGE_LAYOUTS  # noqa: E402
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
+RAW_MAX = 1023
+GAINS = (0.55, 1.0, 1.0, 0.7)  # camera-like R, Gr, Gb, B response (no white balance applied)
+
+
+def _photo(name: str) -> torch.Tensor:
+    from skimage import data
+
+    return torch.from_numpy(getattr(data, name)()).permute(2, 0, 1).float() / 255
+
+
+def _scene(photo: torch.Tensor | None, height: int, width: int, rng: np.random.Generator) -> torch.Tensor:
+    """[3, height, width]: a random crop of ``photo`` with the target aspect, resized; or, for
+    ``photo=None``, a smooth random colour field."""
+    if photo is None:
+        small = torch.from_numpy(rng.standard_normal((1, 3, height // 256 + 3, width // 256 + 3))).float()
+        x = F.interpolate(small, size=(height, width), mode="bicubic", align_corners=False)[0]
+        return (x - x.min()) / (x.max() - x.min())
+    ph, pw = photo.shape[1:]
+    ch = int(min(ph, pw * height / width) * rng.uniform(0.4, 1.0))
+    cw = int(ch * width / height)
+    y, x = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
+    crop = photo[None, :, y : y + ch, x : x + cw]
+    return F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+
+
+def _raw_mosaic(rgb: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
+    """RGGB-sample rgb [3, 2h, 2w] -> packed uint16 [h, w, 4] with gains, shot + read noise, 10 bit."""
+    x = torch.stack([rgb[0, 0::2, 0::2], rgb[1, 0::2, 1::2], rgb[1, 1::2, 0::2], rgb[2, 1::2, 1::2]])
+    x = x * torch.tensor(GAINS).view(4, 1, 1) * rng.uniform(0.4, 0.95)  # exposure
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    x = x + torch.randn(x.shape, generator=g) * torch.sqrt(x * 2.0 / RAW_MAX + (2.0 / RAW_MAX) ** 2)
+    return np.rint(x.clamp(0, 1).permute(1, 2, 0).numpy() * RAW_MAX).astype(np.uint16)
+
+
+def build_set(root: Path, n_images: int, patch: int, seed: int) -> dict[str, list[int]]:
+    """Write the patch set into ``root`` (reused if ``meta.json`` matches); return {image_id: [R, C]}."""
+    meta_path = root / "meta.json"
+    want = {"n_images": n_images, "patch": patch, "seed": seed, "version": 1}
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("params") == want:
+            return meta["layouts"]
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob("*.npy"):
+        old.unlink()
+    rng = np.random.default_rng(seed)
+    photos = [_photo(n) for n in PHOTOS] + [None]
+    layouts: dict[str, list[int]] = {}
+    for i in range(n_images):
+        rows, cols = CHALLENGE_LAYOUTS[int(rng.integers(len(CHALLENGE_LAYOUTS)))]
+        src = photos[int(rng.integers(len(photos)))]
+        mosaic = _raw_mosaic(_scene(src, 2 * rows * patch, 2 * cols * patch, rng), rng)
+        image_id = f"{i:05d}"
+        for r in range(rows):
+            for c in range(cols):
+                tile = mosaic[r * patch : (r + 1) * patch, c * patch : (c + 1) * patch]
+                np.save(root / f"{image_id}_{r * cols + c}.npy", np.ascontiguousarray(tile))
+        layouts[image_id] = [rows, cols]
+    meta_path.write_text(json.dumps({"params": want, "layouts": layouts}))
+    return layouts
+
+
+def _paths(root: Path, layouts: dict[str, list[int]]) -> list[list[Path]]:
+    return [[root / f"{k}_{i}.npy" for i in range(r * c)] for k, (r, c) in layouts.items()]
+
+
+class FastReader:
+    """Read patch files through ``mmap``, touching only the border strips (I/O, benchmark-only).
+
+    ``np.load`` spends most of its time per small file parsing the header (``ast.literal_eval``)
+    and, with ``mmap_mode``, building an ``np.memmap``; here the first file's header is parsed with
+    ``numpy.lib.format`` and every other file's header bytes must equal it (same shape, dtype and
+    order), which is one bytes comparison. A file that differs raises ``ValueError`` naming it.
+    """
+
+    def __init__(self, first: Path) -> None:
+        with open(first, "rb") as f:
+            version = npformat.read_magic(f)
+            read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+            f.seek(0)
+            self.header = f.read(self.offset)
+        if fortran or len(shape) != 3 or shape[2] != 4 or dtype != np.uint16:
+            raise ValueError(f"{first}: expected a C-order uint16 HxWx4 .npy, got {shape} {dtype} fortran={fortran}")
+        self.shape, self.dtype = shape, dtype
+
+    def __call__(self, path: Path, use) -> None:
+        """Map ``path`` and call ``use(array)`` with a read-only HxWx4 view (valid during the call)."""
+        with open(path, "rb") as f:
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            if m[: self.offset] != self.header:
+                raise ValueError(f"{path}: .npy header differs from the first file's ({self.shape}, {self.dtype})")
+            a = np.frombuffer(m, self.dtype, count=int(np.prod(self.shape)), offset=self.offset).reshape(self.shape)
+            use(a)
+            del a
+        finally:
+            m.close()
+
+
+def _reader(kind: str, first: Path):
+    """``read(path, use)`` for kind ``np.load``, ``np.load-mmap`` or ``mmap``."""
+    if kind == "mmap":
+        return FastReader(first)
+    mode = "r" if kind == "np.load-mmap" else None
+    return lambda p, use: use(np.load(p, mmap_mode=mode))
+
+
+def read_strips(
+    paths: list[Path], kind: str, b: int = st.DEFAULT_BORDER, out: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copy the four border strips (all 4 channels) of one image's patch files:
+    ``lr [2, N, h, b, 4]`` (right, left) and ``bt [2, N, b, w, 4]`` (bottom, top), uint16
+    (into ``out`` when given)."""
+    read = _reader(kind, paths[0])
+    if out is None:
+        h, w = (read.shape if kind == "mmap" else np.load(paths[0], mmap_mode="r").shape)[:2]
+        out = np.empty((2, len(paths), h, b, 4), np.uint16), np.empty((2, len(paths), b, w, 4), np.uint16)
+    lr, bt = out
+    for k, p in enumerate(paths):
+
+        def use(a: np.ndarray, k: int = k) -> None:
+            lr[0, k], lr[1, k] = a[:, -b:], a[:, :b]
+            bt[0, k], bt[1, k] = a[-b:], a[:b]
+
+        read(p, use)
+    return lr, bt
+
+
+def to_strips(lr: np.ndarray, bt: np.ndarray) -> st.Strips:
+    """Score-map strips ``(Gr + Gb) / 2`` in [0, 1] from :func:`read_strips` output
+    (``[2, N, ...]`` for one image, ``[2, B, N, ...]`` for a batch) -> Strips ``[B, N, b, L]``."""
+    if lr.ndim == 5:
+        lr, bt = lr[:, None], bt[:, None]
+    scale = 0.5 / RAW_MAX
+    g_lr = torch.from_numpy(lr[..., 1].astype(np.float32) + lr[..., 2]).mul_(scale).transpose(-1, -2).contiguous()
+    g_bt = torch.from_numpy(bt[..., 1].astype(np.float32) + bt[..., 2]).mul_(scale)
+    return st.Strips(right=g_lr[0], left=g_lr[1], bottom=g_bt[0], top=g_bt[1])
+
+
+def load_only(images: list[list[Path]], kind: str) -> None:
+    """Reading alone: full ``np.load`` of every file, or the strip reads of :func:`read_strips`."""
+    if kind == "np.load-full":
+        for paths in images:
+            for p in paths:
+                np.load(p)
+    else:
+        for paths in images:
+            read_strips(paths, kind)
+
+
+def infer_all(images: list[list[Path]], kind: str, method: str) -> list[tuple[int, int]]:
+    """Grid of every image, one at a time, reading its strips with ``kind``
+    (``np.load-full``: each file fully loaded by ``np.load``)."""
+    reader = "np.load" if kind == "np.load-full" else kind
+    out = []
+    for paths in images:
+        g = st.infer_grids(to_strips(*read_strips(paths, reader)), method=method)[0]
+        out.append((g.rows, g.cols))
+    return out
+
+
+def infer_batched(images: list[list[Path]], kind: str, method: str, chunk: int = 16) -> list[tuple[int, int]]:
+    """Like :func:`infer_all` but images with the same N are scored ``chunk`` at a time
+    (:func:`uotisp_lib.stitching.infer_grids` on a batch)."""
+    out: list[tuple[int, int]] = [(0, 0)] * len(images)
+    by_n: dict[int, list[int]] = {}
+    for i, paths in enumerate(images):
+        by_n.setdefault(len(paths), []).append(i)
+    h, w = np.load(images[0][0], mmap_mode="r").shape[:2]
+    b = st.DEFAULT_BORDER
+    for n, idx in by_n.items():
+        lr = np.empty((2, chunk, n, h, b, 4), np.uint16)
+        bt = np.empty((2, chunk, n, b, w, 4), np.uint16)
+        for start in range(0, len(idx), chunk):
+            part = idx[start : start + chunk]
+            for j, i in enumerate(part):
+                read_strips(images[i], kind, out=(lr[:, j], bt[:, j]))
+            for i, g in zip(part, st.infer_grids(to_strips(lr[:, : len(part)], bt[:, : len(part)]), method=method)):
+                out[i] = (g.rows, g.cols)
+    return out
+
+
+def _best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="12 images of 64 px patches, 1 repeat")
+    ap.add_argument("--data", type=Path, default=None, help="folder for the generated set (kept)")
+    ap.add_argument("--n-images", type=int, default=200)
+    ap.add_argument("--patch", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n_images, args.patch, args.repeats = 12, 64, 1
+    torch.set_num_threads(args.threads)
+    tmp = None
+    root = args.data
+    if root is None:
+        tmp = tempfile.mkdtemp(prefix="bench_stitching_")
+        root = Path(tmp)
+    try:
+        t0 = time.perf_counter()
+        # build in a child process so that this process's max RSS measures inference, not generation
+        child = mp.get_context("fork").Process(target=build_set, args=(root, args.n_images, args.patch, args.seed))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"building the set in {root} failed (exit code {child.exitcode})")
+        layouts = build_set(root, args.n_images, args.patch, args.seed)  # reads meta.json
+        t_build = time.perf_counter() - t0
+        images = _paths(root, layouts)
+        truth = [tuple(v) for v in layouts.values()]
+        n_files = sum(len(p) for p in images)
+        load_only(images, "np.load-full")  # warm the page cache
+        infer_all(images[:2], "mmap", "evidence")  # warm caches (index tensors, imports)
+        rss_warm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+        n = len(images)
+        rows = []
+        t_load = _best_time(lambda: load_only(images, "np.load-full"), args.repeats)
+        loads = {"np.load-full": t_load}
+        for kind in ("np.load-mmap", "mmap"):
+            loads[kind] = _best_time(lambda: load_only(images, kind), args.repeats)
+        labels = {
+            "np.load-full": "np.load (full)",
+            "np.load-mmap": "np.load(mmap_mode='r'), border strips",
+            "mmap": "mmap + header check, border strips",
+        }
+        for kind, t in loads.items():
+            rows.append((f"load only: {labels[kind]}", t, t, None))
+        plan = (("evidence", ("np.load-full", "np.load-mmap", "mmap")), ("mean", ("np.load-full", "mmap")))
+        for method, kinds in plan:
+            for kind in kinds:
+                res: list = []
+                t = _best_time(lambda: res.__setitem__(slice(None), infer_all(images, kind, method)), args.repeats)
+                correct = 100.0 * sum(a == b for a, b in zip(res, truth)) / n
+                rows.append((f"infer_grid `{method}` incl. loading: {labels[kind]}", t, loads[kind], correct))
+        res = []
+        t = _best_time(lambda: res.__setitem__(slice(None), infer_batched(images, "mmap", "evidence")), args.repeats)
+        correct = 100.0 * sum(a == b for a, b in zip(res, truth)) / n
+        name = f"infer_grids `evidence` batched by N (16 images) incl. loading: {labels['mmap']}"
+        rows.append((name, t, loads["mmap"], correct))
+        tracemalloc.start()
+        infer_all(images, "np.load-full", "evidence")
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+        size_gb = sum(p.stat().st_size for ps in images for p in ps) / 1e9
+        mix = {f"{r}x{c}": truth.count((r, c)) for r, c in CHALLENGE_LAYOUTS}
+        print(f"## Grid inference vs loading ({n} images, {n_files} files, {size_gb:.2f} GB, patches "
+              f"{args.patch}x{args.patch}x4 uint16; torch threads {torch.get_num_threads()}; best of {args.repeats})\n")
+        print(f"Layout mix: {mix}. Set built in {t_build:.1f} s (reused when the folder's meta.json matches).\n")
+        print("| path | images/s | ms/image | % of np.load rate | % of same reader's load-only rate | correct |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, t, t_ref, corr in rows:
+            c = "-" if corr is None else f"{corr:.1f}%"
+            pct_load, pct_ref = 100 * t_load / t, 100 * t_ref / t
+            print(f"| {name} | {n / t:.1f} | {1e3 * t / n:.2f} | {pct_load:.0f}% | {pct_ref:.0f}% | {c} |")
+        print(f"\nPeak memory (untimed pass, evidence, full load): tracemalloc {peak / 2**20:.1f} MiB; "
+              f"process max RSS {max_rss:.0f} MiB at the end, {rss_warm:.0f} MiB before any timed run "
+              "(the torch runtime and imports).")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
