@@ -39,9 +39,11 @@ def test_figure_and_index(tmp_path):
     plt.close(fig)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     reporting.write_table(pd.DataFrame({"x": [1]}), tmp_path / "cpu", "t1")
-    index = reporting.write_index(tmp_path).read_text()
-    assert "## Profile `cpu`" in index and "[t1.md](cpu/tables/t1.md)" in index
-    assert "[curve](cpu/figures/curve.png)" in index
+    index = reporting.write_index(tmp_path / "cpu")
+    assert index == tmp_path / "cpu" / "README.md"
+    text = index.read_text()
+    assert "# Results: profile `cpu`" in text and "[t1.md](tables/t1.md)" in text
+    assert "| 1 |" in text.replace("|   1 |", "| 1 |") and "[curve](figures/curve.png)" in text
 
 
 def test_to_display_and_grid():

@@ -1,7 +1,8 @@
 """``uotisp reproduce``: build the data of a profile, run every notebook with papermill, print tables.
 
 Executed notebooks land in ``results/<profile>/executed/`` (not committed); the tables and figures
-they write land in ``results/<profile>/tables`` and ``figures``; ``results/README.md`` is rebuilt.
+they write land in ``results/<profile>/tables`` and ``figures``; ``results/<profile>/README.md``
+indexes them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from uotisp_lib.config import PROFILES, default_results_root, resolve_run
+from uotisp_lib.config import PROFILES, resolve_run
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"running {nb.name} ...", flush=True)
         run_notebook(nb, executed / nb.name, params)
         print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
-    index = write_index(default_results_root())
+    index = write_index(run_cfg.results_dir)
     for md in sorted(run_cfg.tables_dir.glob("*.md")):
         print(f"\n## {md.stem}\n\n{md.read_text()}")
     print(f"results: {run_cfg.results_dir}  (index: {index})", file=sys.stderr)
