@@ -60,8 +60,8 @@ def test_read_raw_missing_file(tmp_path):
 @pytest.mark.parametrize(
     "content, reason",
     [
-        (b"hello world" * 20, "pickled"),
-        (b"", "No data left in file"),
+        (b"hello world" * 20, "no NumPy header"),
+        (b"", "no NumPy header"),
         ("truncated", "could only read"),
     ],
 )

@@ -173,6 +173,10 @@ def read_raw(path: str | os.PathLike, *, bits: int = RAW_BITS) -> np.ndarray:
     path = Path(path)
     bits = _check_bits(bits)
     _require_file(path, "a .npy packed RAW patch (HxWx4)")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # PK: a zip, i.e. .npz (reported below)
+        raise RawFormatError(f"{path}: could not be read as .npy (no NumPy header: not a .npy file or corrupt)")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
