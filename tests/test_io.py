@@ -10,6 +10,10 @@ import pytest
 
 from uotisp_lib import io as uio
 
+from dng_writer import CM as _CM
+from dng_writer import PIDNG_CFA as _PIDNG_CFA
+from dng_writer import write_dng as _write_dng
+
 
 def _one_line_naming(err: pytest.ExceptionInfo, path) -> None:
     msg = str(err.value)
@@ -196,36 +200,8 @@ def test_read_bayer_png_packs_and_validates(tmp_path):
 # ------------------------------------------------------------------------------------- DNG
 
 #: XYZ -> camera ColorMatrix1 written into the test DNGs (rationals over 10000).
-_CM = np.array([[0.60, -0.15, -0.05], [-0.40, 1.20, 0.15], [-0.08, 0.20, 0.55]])
 #: LibRaw's linear sRGB -> XYZ (D65) constant, used to predict its camera -> sRGB matrix.
 _XYZ_RGB = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]])
-_PIDNG_CFA = {"RGGB": [0, 1, 1, 2], "GRBG": [1, 0, 2, 1], "GBRG": [1, 2, 0, 1], "BGGR": [2, 1, 1, 0]}
-
-
-def _write_dng(path, mosaic, cfa, black, white=1023, neutral=(0.5, 1.0, 0.25)):
-    """An uncompressed 16-bit CFA DNG with pidng; ``black``: 4 per-site values (2x2 row-major)."""
-    pidng_core = pytest.importorskip("pidng.core")
-    from pidng.defs import CalibrationIlluminant, DNGVersion, PhotometricInterpretation
-
-    tag = pidng_core.Tag
-    h, w = mosaic.shape
-    t = pidng_core.DNGTags()
-    for k, v in [
-        (tag.ImageWidth, w), (tag.ImageLength, h), (tag.TileWidth, w), (tag.TileLength, h),
-        (tag.Orientation, 1), (tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-        (tag.SamplesPerPixel, 1), (tag.BitsPerSample, 16), (tag.CFARepeatPatternDim, [2, 2]),
-        (tag.CFAPattern, cfa), (tag.BlackLevelRepeatDim, [2, 2]), (tag.BlackLevel, list(black)),
-        (tag.WhiteLevel, white), (tag.ColorMatrix1, [[int(round(v * 10000)), 10000] for v in _CM.ravel()]),
-        (tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
-        (tag.AsShotNeutral, [[int(v * 10000), 10000] for v in neutral]),
-        (tag.Make, "uotisp"), (tag.Model, "test"),
-        (tag.DNGVersion, DNGVersion.V1_4), (tag.DNGBackwardVersion, DNGVersion.V1_0),
-    ]:
-        t.set(k, v)
-    conv = pidng_core.RAW2DNG()
-    conv.options(t, path="", compress=False)
-    path.write_bytes(bytes(conv.convert(np.ascontiguousarray(mosaic, dtype=np.uint16))))
-    return path
 
 
 @pytest.mark.parametrize("pattern", ["RGGB", "GRBG", "BGGR", "GBRG"])

@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS = {
     "synth": "synth",
     "stitch": "stitch",
+    "infer": "infer",
     "reproduce": "reproduce",
 }
 
