@@ -72,6 +72,29 @@ class StitchStudy:
 
 
 @dataclass(frozen=True)
+class MatchStudy:
+    """Notebook 03: pseudo-pair matching between the train RAW and JPEG sets."""
+
+    backend: str = "auto"  # descriptor backend: auto (DINOv2 if its weights are present) | dinov2 | efficientnet_lite0
+    k_images: int = 3  # top-k target images per source image (paper: 10)
+    k_patches: int = 8  # kept targets per source patch (paper: 8)
+    methods: tuple[str, ...] = ("fgw", "ot", "uot", "knn", "random")
+
+
+@dataclass(frozen=True)
+class TrainStudy:
+    """Notebook 04: the pseudo-pair ISP trainer (Borelli) and its baselines."""
+
+    stage1_epochs: int = 1
+    stage2_epochs: int = 1
+    batch_size: int = 8
+    lr: float = 1e-3  # paper: 1e-4 over far more steps
+    d_width: int = 8  # discriminator num_feat (paper: 64, about 4.4M parameters)
+    gram: bool = True  # Gram loss with the offline feature extractor
+    proxy_fraction: float = 0.25  # target images held out for the ground-truth-free proxy
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything a profile fixes. Later sections add their own sub-configs here."""
 
@@ -79,6 +102,8 @@ class Profile:
     synth: SynthConfig
     preprocess: PreprocessStudy = PreprocessStudy()
     stitch: StitchStudy = StitchStudy()
+    match: MatchStudy = MatchStudy()
+    train: TrainStudy = TrainStudy()
 
 
 _PROFILES: dict[str, Profile] = {
@@ -105,6 +130,8 @@ _PROFILES: dict[str, Profile] = {
         ),
         preprocess=PreprocessStudy(n_scenes=8, size=256, repeats=3),
         stitch=StitchStudy(images_per_layout=12, patch=64),
+        match=MatchStudy(k_images=5),
+        train=TrainStudy(stage1_epochs=6, stage2_epochs=3, batch_size=24, lr=5e-4, d_width=16),
     ),
     "full": Profile(
         name="full",
@@ -118,6 +145,8 @@ _PROFILES: dict[str, Profile] = {
         ),
         preprocess=PreprocessStudy(n_scenes=16, size=512, repeats=3),
         stitch=StitchStudy(images_per_layout=50, patch=256),
+        match=MatchStudy(backend="dinov2", k_images=10),
+        train=TrainStudy(stage1_epochs=10, stage2_epochs=5, batch_size=24, lr=1e-4, d_width=64),
     ),
 }
 

@@ -1,0 +1,254 @@
+"""Training an ISP on pseudo-pairs in two stages (Borelli), or on true pairs (upper bound).
+
+Semantic Pseudo-Pairing (Borelli Image, NTIRE 2026 unpaired ISP challenge, arXiv 2605.07495): each
+source patch (the pseudo-RGB of a RAW patch, or the packed RAW for networks that take it) is paired,
+at every step, with one target sRGB patch drawn from its pseudo-pair distribution; the network is
+trained with statistic losses that need no pixel alignment (moments, soft Y / UV histograms, Gram,
+TV). Stage 1 runs without a GAN; stage 2 lowers the moment and TV weights and adds a low-weight
+hinge GAN against a spectral-norm U-Net discriminator (:data:`uotisp_lib.losses.BORELLI_WEIGHTS`).
+AdamW (weight decay 1e-4), lr 1e-4 (discriminator 2e-5), batch 24 in the paper.
+
+The same loop trains the baselines: pairing by kNN or uniformly at random (only the pair sampler
+changes), and a paired upper bound (the true ground truth of each source, L1 + SSIM loss).
+
+Every epoch ends with validation metrics (when ground truth exists), a ground-truth-free early-
+stopping proxy, an atomic checkpoint (resume continues exactly: weights, optimisers, step and every
+RNG) and an export of the current map (:func:`uotisp_lib.inference.export_isp`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from uotisp_lib import losses, metrics
+from uotisp_lib.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from uotisp_lib.data.datasets import PatchSet
+from uotisp_lib.inference import export_isp
+from uotisp_lib.models import UNetDiscriminatorSN, build_isp
+from uotisp_lib.preprocessing import PreprocessConfig
+from uotisp_lib.stats import channel_moments, soft_histogram_uv
+
+#: source stems + generator -> one target stem per source (a pair sampler, or identity when paired)
+PairFn = Callable[[Sequence[str], torch.Generator], list[str]]
+
+
+@dataclass(frozen=True)
+class PseudoPairConfig:
+    """Hyper-parameters of :class:`PseudoPairTrainer` (defaults: Borelli's)."""
+
+    arch: str = "colornet"
+    arch_kwargs: tuple[tuple[str, object], ...] = ()
+    paired: bool = False  # True: L1 + SSIM to the true pair (upper bound), no statistic losses
+    stage1_epochs: int = 10
+    stage2_epochs: int = 5
+    batch_size: int = 24
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    d_lr: float = 2e-5
+    d_width: int = 64  # UNetDiscriminatorSN num_feat (64: about 4.4M parameters)
+    ssim_weight: float = 1.0  # paired mode: L1 + ssim_weight * (1 - SSIM)
+    crop: int | None = None  # random square crops of this many output pixels (None: whole patches)
+    seed: int = 0
+
+    @property
+    def epochs(self) -> int:
+        return self.stage1_epochs + self.stage2_epochs
+
+
+def random_crops(x: torch.Tensor, size: int, gen: torch.Generator, scale: int = 1, y: torch.Tensor | None = None):
+    """Per-image random crops: ``size`` output pixels of ``y`` ``[B,C,H,W]`` and the matching
+    ``size // scale`` of ``x`` (``scale`` = output / input resolution, 2 for packed RAW inputs).
+    With ``y=None`` only ``x`` is cropped (``size // scale`` pixels). Positions come from ``gen``
+    and are multiples of ``scale`` so the two crops stay aligned. Returns ``(x_crop, y_crop)``."""
+    if size % scale:
+        raise ValueError(f"random_crops: size {size} must be a multiple of the scale {scale}")
+    h, w = x.shape[-2] * scale, x.shape[-1] * scale
+    if size > min(h, w):
+        raise ValueError(f"random_crops: crop {size} exceeds the patch size {h}x{w}")
+    n = x.shape[0]
+    top = torch.randint(0, (h - size) // scale + 1, (n,), generator=gen) * scale
+    left = torch.randint(0, (w - size) // scale + 1, (n,), generator=gen) * scale
+    c = size // scale
+    xs = torch.stack([x[i, :, t // scale : t // scale + c, l // scale : l // scale + c] for i, (t, l) in enumerate(zip(top.tolist(), left.tolist()))])
+    if y is None:
+        return xs, None
+    ys = torch.stack([y[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(zip(top.tolist(), left.tolist()))])
+    return xs, ys
+
+
+def colour_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Set-level colour-statistics distance between image batches ``[N,3,H,W]`` and ``[M,3,H',W']``:
+    L1 between their mean channel moments (mean, std) plus L1 between their mean joint UV soft
+    histograms. Needs no alignment and no ground truth: our early-stopping proxy."""
+    ma, sa = channel_moments(a)
+    mb, sb = channel_moments(b)
+    moments = (ma.mean(0) - mb.mean(0)).abs().sum() + (sa.mean(0) - sb.mean(0)).abs().sum()
+    hist = (soft_histogram_uv(a).mean(0) - soft_histogram_uv(b).mean(0)).abs().sum()
+    return float(moments + hist)
+
+
+class PseudoPairTrainer:
+    """Train ``cfg.arch`` from ``sources`` (network inputs, keyed by stem) to ``targets``.
+
+    Args:
+        sources: network inputs ``[N,C,H,W]`` (pseudo-RGB for ``rgb`` models, packed RAW in [0,1]
+            for ``packed`` ones), keyed by the RAW stems.
+        targets: sRGB targets keyed by stem (train JPEGs; or the ground truth when ``cfg.paired``).
+        pair_fn: picks the target stem of each source stem (ignored when ``cfg.paired``).
+        run_dir: checkpoints under ``run_dir/ckpt``, the exported map under ``run_dir/export``.
+        val: (inputs, ground truth) keyed by the same stems, for PSNR / SSIM / dE2000 each epoch.
+        proxy_targets: held-out target patches for the ground-truth-free proxy (:func:`colour_distance`).
+        extractor: feature extractor of the Gram loss (``None`` drops the Gram term).
+        preprocess: recorded in the export so ``uotisp infer`` rebuilds the same inputs.
+    """
+
+    def __init__(
+        self,
+        cfg: PseudoPairConfig,
+        sources: PatchSet,
+        targets: PatchSet,
+        pair_fn: PairFn | None,
+        run_dir: str | Path,
+        *,
+        val: tuple[PatchSet, PatchSet] | None = None,
+        proxy_targets: torch.Tensor | None = None,
+        extractor: losses.FeatureExtractor | None = None,
+        preprocess: PreprocessConfig | None = None,
+        device: str = "cpu",
+    ) -> None:
+        if not cfg.paired and pair_fn is None:
+            raise ValueError("PseudoPairTrainer: unpaired training needs a pair_fn (a pair sampler)")
+        self.cfg, self.device = cfg, device
+        self.sources, self.targets, self.pair_fn = sources, targets, pair_fn
+        self.val, self.proxy_targets, self.extractor, self.preprocess = val, proxy_targets, extractor, preprocess
+        self.run_dir = Path(run_dir)
+        torch.manual_seed(cfg.seed)
+        self.model = build_isp(cfg.arch, **dict(cfg.arch_kwargs)).to(device)
+        self.disc = UNetDiscriminatorSN(num_feat=cfg.d_width).to(device)
+        opt_g = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.d_lr, weight_decay=cfg.weight_decay)
+        self.state = TrainState(
+            models={"map": self.model, "disc": self.disc},
+            optimizers={"map": opt_g, "disc": opt_d},
+            generators={
+                "order": torch.Generator().manual_seed(cfg.seed),
+                "pairs": torch.Generator().manual_seed(cfg.seed + 1),
+            },
+            extra={"epoch": 0, "config": asdict(cfg)},
+        )
+        self.steps_per_epoch = math.ceil(len(sources) / cfg.batch_size)
+        self.scale = 2 if getattr(self.model, "input_kind", "rgb") == "packed" else 1
+
+    # ------------------------------------------------------------------------------- one step
+    def _loss_fn(self, stage: str) -> losses.StatisticLoss:
+        weights = dict(losses.BORELLI_WEIGHTS[stage])
+        if self.extractor is None:
+            weights["gram"] = 0.0
+        return losses.StatisticLoss(weights, self.extractor)
+
+    def _step(self, stems: list[str], stage: str, loss_fn: losses.StatisticLoss) -> dict[str, float]:
+        cfg, opt_g, opt_d = self.cfg, self.state.optimizers["map"], self.state.optimizers["disc"]
+        x = self.sources.select(stems)
+        if cfg.paired:
+            y = self.targets.select(stems)
+        else:
+            y = self.targets.select(self.pair_fn(stems, self.state.generators["pairs"]))
+        if cfg.crop:
+            gen, scale = self.state.generators["order"], self.scale
+            if cfg.paired:
+                x, y = random_crops(x, cfg.crop, gen, scale, y)
+            else:  # statistic losses need no alignment: crop the target independently
+                x, _ = random_crops(x, cfg.crop, gen, scale)
+                y, _ = random_crops(y, cfg.crop, gen)
+        x, y = x.to(self.device), y.to(self.device)
+        y_hat = self.model(x)
+        logs: dict[str, float] = {}
+        if cfg.paired:
+            l1 = losses.l1_loss(y_hat, y)
+            total = l1 + cfg.ssim_weight * losses.ssim_loss(y_hat, y) if cfg.ssim_weight else l1
+            logs.update(l1=float(l1.detach()), total=float(total.detach()))
+        else:
+            adv = loss_fn.weights["adv"] > 0
+            total, logs = loss_fn(y_hat, y, self.disc(y_hat) if adv else None)
+        opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        opt_g.step()
+        if not cfg.paired and loss_fn.weights["adv"] > 0:
+            d_loss = losses.hinge_d_loss(self.disc(y), self.disc(y_hat.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            logs["d_loss"] = float(d_loss.detach())
+        return logs
+
+    # ------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics (when ground truth is given) and the proxy, on the current map."""
+        out: dict[str, float] = {}
+        self.model.eval()
+        if self.val is not None:
+            inputs, gt = self.val
+            preds = torch.cat([self.model(inputs.images[i : i + 32].to(self.device)).cpu() for i in range(0, len(inputs), 32)])
+            scores = metrics.summarise(metrics.evaluate(preds.clamp(0, 1), gt.select(inputs.stems)))
+            out.update(val_psnr=scores["psnr"], val_ssim=scores["ssim"], val_de2000=scores["de2000"])
+            if self.proxy_targets is not None:
+                out["proxy"] = colour_distance(preds, self.proxy_targets)
+        self.model.train()
+        return out
+
+    # ---------------------------------------------------------------------------------- loop
+    def fit(self, resume: bool = True, stop_after_epochs: int | None = None, progress: bool = False) -> list[dict]:
+        """Train to ``cfg.epochs`` (resuming from the last checkpoint when ``resume``).
+
+        ``stop_after_epochs`` ends early after that many epochs *in this call* (to simulate an
+        interruption in tests). Returns the history: one dict per epoch.
+        """
+        from tqdm.auto import tqdm
+
+        ckpt_dir = self.run_dir / "ckpt"
+        last = latest_checkpoint(ckpt_dir) if resume else None
+        if last is not None:
+            load_checkpoint(last, self.state)
+        done_here = 0
+        stems = list(self.sources.stems)
+        bar = tqdm(total=self.cfg.epochs, initial=self.state.extra["epoch"], desc="epochs", disable=not progress)
+        while self.state.extra["epoch"] < self.cfg.epochs:
+            if stop_after_epochs is not None and done_here >= stop_after_epochs:
+                break
+            epoch = self.state.extra["epoch"]
+            stage = "stage1" if epoch < self.cfg.stage1_epochs else "stage2"
+            loss_fn = self._loss_fn(stage)
+            t0 = time.perf_counter()
+            order = torch.randperm(len(stems), generator=self.state.generators["order"]).tolist()
+            sums: dict[str, float] = {}
+            for b in range(self.steps_per_epoch):
+                batch = [stems[i] for i in order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]]
+                for k, v in self._step(batch, stage, loss_fn).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                self.state.step += 1
+            record = {"epoch": epoch + 1, "stage": stage, "step": self.state.step, "seconds": time.perf_counter() - t0}
+            record.update({k: v / self.steps_per_epoch for k, v in sums.items()})
+            record.update(self.evaluate())
+            self.state.history.append(record)
+            self.state.extra["epoch"] = epoch + 1
+            save_checkpoint(ckpt_dir, self.state)
+            self.export()
+            done_here += 1
+            bar.update(1)
+        bar.close()
+        return list(self.state.history)
+
+    def export(self) -> Path:
+        """Write the current map as ``run_dir/export`` (see :mod:`uotisp_lib.inference`)."""
+        meta = {"trainer": "pseudo_pair", "epoch": self.state.extra["epoch"], "config": asdict(self.cfg)}
+        return export_isp(
+            self.run_dir / "export", self.model, self.cfg.arch, dict(self.cfg.arch_kwargs), self.preprocess, meta
+        )
