@@ -288,3 +288,17 @@ def test_discriminator_gradcheck() -> None:
     disc = UNetDiscriminatorSN(num_feat=2).double().eval()
     x = _rand(1, 3, 8, 8, dtype=torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(disc, (x,))
+
+
+def test_potential_net_shapes_and_gradient():
+    from uotisp_lib.models import PotentialNet
+
+    torch.manual_seed(0)
+    v = PotentialNet(width=4, levels=2)
+    y = torch.rand(3, 3, 16, 20, requires_grad=True)
+    out = v(y)
+    assert out.shape == (3,)
+    (g,) = torch.autograd.grad(out.sum(), y)
+    assert g.abs().sum() > 0 and torch.isfinite(g).all()
+    with pytest.raises(ValueError, match=r"expected sRGB \[B,3,H,W\]"):
+        v(torch.rand(3, 4, 16, 16))

@@ -27,13 +27,14 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from uotisp_lib import losses, metrics
+from uotisp_lib import losses, metrics, uot
 from uotisp_lib.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from uotisp_lib.data.datasets import PatchSet
 from uotisp_lib.inference import export_isp
 from uotisp_lib.models import UNetDiscriminatorSN, build_isp
 from uotisp_lib.preprocessing import PreprocessConfig
 from uotisp_lib.stats import channel_moments, soft_histogram_uv
+from uotisp_lib.uot import UOTConfig
 
 #: source stems + generator -> one target stem per source (a pair sampler, or identity when paired)
 PairFn = Callable[[Sequence[str], torch.Generator], list[str]]
@@ -94,7 +95,111 @@ def colour_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(moments + hist)
 
 
-class PseudoPairTrainer:
+class EpochTrainer:
+    """The loop shared by every trainer: seeded epochs over the source stems, validation and the
+    ground-truth-free proxy after each epoch, an atomic checkpoint (exact resume) and an export.
+
+    Subclasses set ``self.model`` (the map), ``self.state`` (a :class:`TrainState` whose
+    generators include ``order``), ``self.sources`` (keyed network inputs), ``self.epochs``,
+    ``self.batch_size``, ``self.run_dir``, ``self.val``, ``self.proxy_targets``, ``self.device``,
+    and implement :meth:`train_step` and :meth:`export_meta`.
+    """
+
+    model: nn.Module
+    state: TrainState
+    sources: PatchSet
+    epochs: int
+    batch_size: int
+    run_dir: Path
+    val: tuple[PatchSet, PatchSet] | None
+    proxy_targets: torch.Tensor | None
+    device: str
+    arch: str
+    arch_kwargs: dict
+    preprocess: PreprocessConfig | None
+
+    def train_step(self, stems: list[str], epoch: int) -> dict[str, float]:  # pragma: no cover
+        raise NotImplementedError
+
+    def export_meta(self) -> dict:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.sources) / self.batch_size)
+
+    def eval_model(self) -> nn.Module:
+        """The network evaluated and exported (the EMA copy where a trainer keeps one)."""
+        return self.model
+
+    @torch.no_grad()
+    def predict(self, inputs: PatchSet, batch: int = 32) -> torch.Tensor:
+        """The evaluated map on keyed inputs -> sRGB ``[N,3,H,W]`` on the CPU, in [0,1]."""
+        model = self.eval_model()
+        was_training = model.training
+        model.eval()
+        out = torch.cat([model(inputs.images[i : i + batch].to(self.device)).cpu() for i in range(0, len(inputs), batch)])
+        model.train(was_training)
+        return out.clamp(0, 1)
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics (when ground truth is given) and the proxy, on the current map."""
+        out: dict[str, float] = {}
+        if self.val is not None:
+            inputs, gt = self.val
+            preds = self.predict(inputs)
+            scores = metrics.summarise(metrics.evaluate(preds, gt.select(inputs.stems)))
+            out.update(val_psnr=scores["psnr"], val_ssim=scores["ssim"], val_de2000=scores["de2000"])
+            if self.proxy_targets is not None:
+                out["proxy"] = colour_distance(preds, self.proxy_targets)
+        return out
+
+    def fit(self, resume: bool = True, stop_after_epochs: int | None = None, progress: bool = False) -> list[dict]:
+        """Train to ``self.epochs`` (resuming from the last checkpoint when ``resume``).
+
+        ``stop_after_epochs`` ends early after that many epochs *in this call* (to simulate an
+        interruption in tests). Returns the history: one dict per epoch.
+        """
+        from tqdm.auto import tqdm
+
+        ckpt_dir = self.run_dir / "ckpt"
+        last = latest_checkpoint(ckpt_dir) if resume else None
+        if last is not None:
+            load_checkpoint(last, self.state)
+        done_here = 0
+        stems = list(self.sources.stems)
+        bar = tqdm(total=self.epochs, initial=self.state.extra["epoch"], desc="epochs", disable=not progress)
+        while self.state.extra["epoch"] < self.epochs:
+            if stop_after_epochs is not None and done_here >= stop_after_epochs:
+                break
+            epoch = self.state.extra["epoch"]
+            t0 = time.perf_counter()
+            order = torch.randperm(len(stems), generator=self.state.generators["order"]).tolist()
+            sums: dict[str, float] = {}
+            for b in range(self.steps_per_epoch):
+                batch = [stems[i] for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+                for k, v in self.train_step(batch, epoch).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                self.state.step += 1
+            record: dict = {"epoch": epoch + 1, "step": self.state.step, "seconds": time.perf_counter() - t0}
+            record.update({k: v / self.steps_per_epoch for k, v in sums.items()})
+            record.update(self.evaluate())
+            self.state.history.append(record)
+            self.state.extra["epoch"] = epoch + 1
+            save_checkpoint(ckpt_dir, self.state)
+            self.export()
+            done_here += 1
+            bar.update(1)
+        bar.close()
+        return list(self.state.history)
+
+    def export(self) -> Path:
+        """Write the evaluated map as ``run_dir/export`` (see :mod:`uotisp_lib.inference`)."""
+        meta = {"epoch": self.state.extra["epoch"], **self.export_meta()}
+        return export_isp(self.run_dir / "export", self.eval_model(), self.arch, self.arch_kwargs, self.preprocess, meta)
+
+
+class PseudoPairTrainer(EpochTrainer):
     """Train ``cfg.arch`` from ``sources`` (network inputs, keyed by stem) to ``targets``.
 
     Args:
@@ -143,7 +248,9 @@ class PseudoPairTrainer:
             },
             extra={"epoch": 0, "config": asdict(cfg)},
         )
-        self.steps_per_epoch = math.ceil(len(sources) / cfg.batch_size)
+        self.epochs, self.batch_size = cfg.epochs, cfg.batch_size
+        self.arch, self.arch_kwargs = cfg.arch, dict(cfg.arch_kwargs)
+        self._stage: str | None = None
         self.scale = 2 if getattr(self.model, "input_kind", "rgb") == "packed" else 1
 
     # ------------------------------------------------------------------------------- one step
@@ -188,67 +295,176 @@ class PseudoPairTrainer:
             logs["d_loss"] = float(d_loss.detach())
         return logs
 
-    # ------------------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Validation metrics (when ground truth is given) and the proxy, on the current map."""
-        out: dict[str, float] = {}
-        self.model.eval()
-        if self.val is not None:
-            inputs, gt = self.val
-            preds = torch.cat([self.model(inputs.images[i : i + 32].to(self.device)).cpu() for i in range(0, len(inputs), 32)])
-            scores = metrics.summarise(metrics.evaluate(preds.clamp(0, 1), gt.select(inputs.stems)))
-            out.update(val_psnr=scores["psnr"], val_ssim=scores["ssim"], val_de2000=scores["de2000"])
-            if self.proxy_targets is not None:
-                out["proxy"] = colour_distance(preds, self.proxy_targets)
-        self.model.train()
-        return out
+    def train_step(self, stems: list[str], epoch: int) -> dict[str, float]:
+        stage = "stage1" if epoch < self.cfg.stage1_epochs else "stage2"
+        if self._stage != stage:
+            self._stage, self._loss = stage, self._loss_fn(stage)
+        return {"stage2": float(stage == "stage2"), **self._step(stems, stage, self._loss)}
 
-    # ---------------------------------------------------------------------------------- loop
-    def fit(self, resume: bool = True, stop_after_epochs: int | None = None, progress: bool = False) -> list[dict]:
-        """Train to ``cfg.epochs`` (resuming from the last checkpoint when ``resume``).
+    def export_meta(self) -> dict:
+        return {"trainer": "pseudo_pair", "config": asdict(self.cfg)}
 
-        ``stop_after_epochs`` ends early after that many epochs *in this call* (to simulate an
-        interruption in tests). Returns the history: one dict per epoch.
-        """
-        from tqdm.auto import tqdm
 
-        ckpt_dir = self.run_dir / "ckpt"
-        last = latest_checkpoint(ckpt_dir) if resume else None
-        if last is not None:
-            load_checkpoint(last, self.state)
-        done_here = 0
-        stems = list(self.sources.stems)
-        bar = tqdm(total=self.cfg.epochs, initial=self.state.extra["epoch"], desc="epochs", disable=not progress)
-        while self.state.extra["epoch"] < self.cfg.epochs:
-            if stop_after_epochs is not None and done_here >= stop_after_epochs:
-                break
-            epoch = self.state.extra["epoch"]
-            stage = "stage1" if epoch < self.cfg.stage1_epochs else "stage2"
-            loss_fn = self._loss_fn(stage)
-            t0 = time.perf_counter()
-            order = torch.randperm(len(stems), generator=self.state.generators["order"]).tolist()
-            sums: dict[str, float] = {}
-            for b in range(self.steps_per_epoch):
-                batch = [stems[i] for i in order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]]
-                for k, v in self._step(batch, stage, loss_fn).items():
-                    sums[k] = sums.get(k, 0.0) + v
-                self.state.step += 1
-            record = {"epoch": epoch + 1, "stage": stage, "step": self.state.step, "seconds": time.perf_counter() - t0}
-            record.update({k: v / self.steps_per_epoch for k, v in sums.items()})
-            record.update(self.evaluate())
-            self.state.history.append(record)
-            self.state.extra["epoch"] = epoch + 1
-            save_checkpoint(ckpt_dir, self.state)
-            self.export()
-            done_here += 1
-            bar.update(1)
-        bar.close()
-        return list(self.state.history)
+# ------------------------------------------------------------------------------------------------
+# UOT with a committee of expert discriminators (EGUOT-ISP, our reconstruction)
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UOTTrainConfig:
+    """Hyper-parameters of :class:`UOTTrainer`.
 
-    def export(self) -> Path:
-        """Write the current map as ``run_dir/export`` (see :mod:`uotisp_lib.inference`)."""
-        meta = {"trainer": "pseudo_pair", "epoch": self.state.extra["epoch"], "config": asdict(self.cfg)}
-        return export_isp(
-            self.run_dir / "export", self.model, self.cfg.arch, dict(self.cfg.arch_kwargs), self.preprocess, meta
+    Defaults follow the UOTM recipe as the EGUOT author's prototype used it (REFERENCE.md): Adam
+    betas (0.5, 0.9), lr 2e-4 (map) / 1e-4 (potential), R1 gamma 5, EMA 0.999; the cost weight,
+    conjugates and map steps come from ``uot`` (:class:`uotisp_lib.uot.UOTConfig`). Ours: the
+    expert committee's weight and width, the potential network, the paired-mode weights.
+    """
+
+    arch: str = "unet_isp"
+    arch_kwargs: tuple[tuple[str, object], ...] = ()
+    mode: str = "unpaired"  # unpaired | paired (adds L1 (+ SSIM) on the paired subset)
+    uot: UOTConfig = UOTConfig()
+    epochs: int = 10
+    batch_size: int = 16
+    lr_map: float = 2e-4
+    lr_potential: float = 1e-4
+    lr_experts: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    ema_decay: float = 0.999
+    potential_width: int = 32
+    experts: tuple[str, ...] = ("colour", "structure", "frequency")
+    expert_weight: float = 0.1  # per expert; with grad_norm balance, the norm of its gradient
+    expert_width: int = 16
+    expert_balance: str = "grad_norm"
+    paired_fraction: float = 1.0  # paired mode: fraction of sources whose ground truth is used
+    paired_l1: float = 1.0
+    paired_ssim: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("unpaired", "paired"):
+            raise ValueError(f"UOTTrainConfig: mode must be 'unpaired' or 'paired', got {self.mode!r}")
+        if not 0.0 <= self.paired_fraction <= 1.0:
+            raise ValueError(f"UOTTrainConfig: paired_fraction must lie in [0, 1], got {self.paired_fraction}")
+
+
+class UOTTrainer(EpochTrainer):
+    """Semi-dual (unbalanced) OT training of any registered ISP (UOTM; EGUOT-ISP reconstruction).
+
+    Each step: one potential update (``potential_loss`` + R1 on real targets), one update of the
+    expert committee (hinge), then ``uot.map_steps_per_potential`` map updates minimising
+    ``c(x, T(x)) - v(T(x))`` plus the committee's adversarial terms (and, in paired mode, L1 / SSIM
+    to the ground truth of the paired subset). The cost compares ``T(x)`` with a fixed naive ISP of
+    ``x`` (:func:`uotisp_lib.uot.naive_isp`), precomputed per stem. Targets are drawn uniformly.
+
+    Args:
+        raw: packed RAW ``[N,4,h,w]`` in [0,1] keyed by stem (the transport's source ``x``).
+        targets: target sRGB patches (the train JPEGs), drawn uniformly at random.
+        run_dir, val, proxy_targets, preprocess, device: as in :class:`PseudoPairTrainer`.
+        paired: ground truth keyed by the RAW stems (required in paired mode).
+    """
+
+    def __init__(
+        self,
+        cfg: UOTTrainConfig,
+        raw: PatchSet,
+        targets: PatchSet,
+        run_dir: str | Path,
+        *,
+        paired: PatchSet | None = None,
+        val: tuple[PatchSet, PatchSet] | None = None,
+        proxy_targets: torch.Tensor | None = None,
+        preprocess: PreprocessConfig | None = None,
+        device: str = "cpu",
+    ) -> None:
+        from uotisp_lib.checkpoint import EMA
+        from uotisp_lib.inference import model_input
+        from uotisp_lib.models import PotentialNet, build_committee
+
+        if cfg.mode == "paired" and paired is None:
+            raise ValueError("UOTTrainer: paired mode needs the ground truth (paired=...)")
+        self.cfg, self.device, self.run_dir = cfg, device, Path(run_dir)
+        self.targets, self.paired, self.proxy_targets, self.preprocess = targets, paired, proxy_targets, preprocess
+        torch.manual_seed(cfg.seed)
+        self.model = build_isp(cfg.arch, **dict(cfg.arch_kwargs)).to(device)
+        kind = getattr(self.model, "input_kind", "rgb")
+        with torch.no_grad():
+            self.raw = raw
+            self.sources = PatchSet(raw.stems, model_input(raw.images, kind, preprocess))
+            self.references = PatchSet(raw.stems, uot.naive_isp(raw.images))
+            self.val = None if val is None else (PatchSet(val[0].stems, model_input(val[0].images, kind, preprocess)), val[1])
+        self.potential = PotentialNet(cfg.potential_width).to(device)
+        self.committee = build_committee(cfg.experts, cfg.expert_width, {e: cfg.expert_weight for e in cfg.experts}, cfg.expert_balance).to(device) if cfg.experts else None
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.cost = cfg.uot.build_cost()
+        gen_pairs = torch.Generator().manual_seed(cfg.seed + 1)
+        n_paired = round(cfg.paired_fraction * len(raw)) if cfg.mode == "paired" else 0
+        perm = torch.randperm(len(raw), generator=torch.Generator().manual_seed(cfg.seed + 2)).tolist()
+        self.paired_stems = {raw.stems[i] for i in perm[:n_paired]}
+        models = {"map": self.model, "ema": self.ema.model, "potential": self.potential}
+        opts = {
+            "map": torch.optim.Adam(self.model.parameters(), lr=cfg.lr_map, betas=cfg.betas),
+            "potential": torch.optim.Adam(self.potential.parameters(), lr=cfg.lr_potential, betas=cfg.betas),
+        }
+        if self.committee is not None:
+            models["experts"] = self.committee
+            opts["experts"] = torch.optim.Adam(self.committee.parameters(), lr=cfg.lr_experts, betas=cfg.betas)
+        self.state = TrainState(
+            models=models,
+            optimizers=opts,
+            generators={"order": torch.Generator().manual_seed(cfg.seed), "pairs": gen_pairs},
+            extra={"epoch": 0, "config": asdict(cfg)},
         )
+        self.epochs, self.batch_size = cfg.epochs, cfg.batch_size
+        self.arch, self.arch_kwargs = cfg.arch, dict(cfg.arch_kwargs)
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.model
+
+    def train_step(self, stems: list[str], epoch: int) -> dict[str, float]:
+        cfg, dev, opts = self.cfg, self.device, self.state.optimizers
+        x = self.raw.select(stems).to(dev)
+        inp = self.sources.select(stems).to(dev)
+        ref = self.references.select(stems).to(dev)
+        pick = torch.randint(0, len(self.targets), (len(stems),), generator=self.state.generators["pairs"])
+        y = self.targets.images[pick].to(dev)
+        logs: dict[str, float] = {}
+        # potential step (and the experts' discriminator step) on a detached map output
+        with torch.no_grad():
+            fake = self.model(inp)
+            cost_fake = self.cost(x, fake, reference=ref)
+        loss_v, lv = uot.potential_loss(self.potential(y), self.potential(fake), cost_fake, cfg.uot)
+        r1 = uot.r1_penalty(self.potential, y, cfg.uot.r1_gamma) if cfg.uot.r1_gamma > 0 else loss_v.new_zeros(())
+        opts["potential"].zero_grad(set_to_none=True)
+        (loss_v + r1).backward()
+        opts["potential"].step()
+        logs.update({f"potential/{k}": v for k, v in lv.items()}, r1=float(r1.detach()))
+        if self.committee is not None:
+            d_loss, ld = self.committee.d_loss(y, fake)
+            opts["experts"].zero_grad(set_to_none=True)
+            d_loss.backward()
+            opts["experts"].step()
+            logs.update({f"experts/{k}": v for k, v in ld.items()})
+        # map steps
+        mask = torch.tensor([s in self.paired_stems for s in stems], device=dev)
+        for _ in range(cfg.uot.map_steps_per_potential):
+            fake = self.model(inp)
+            cost = self.cost(x, fake, reference=ref)
+            loss_t, lt = uot.map_loss(self.potential(fake), cost, cfg.uot)
+            total = loss_t
+            if self.committee is not None:
+                g_loss, lg = self.committee.g_loss(fake)
+                total = total + g_loss
+                logs.update({f"experts/{k}": v for k, v in lg.items()})
+            if bool(mask.any()):
+                gt = self.paired.select([s for s, m in zip(stems, mask.tolist()) if m]).to(dev)
+                sup = uot.paired_loss(fake[mask], gt, cfg.paired_l1, cfg.paired_ssim)
+                total = total + sup
+                logs["paired"] = float(sup.detach())
+            opts["map"].zero_grad(set_to_none=True)
+            total.backward()
+            opts["map"].step()
+            self.ema.update(self.model)
+        logs.update({f"map/{k}": v for k, v in lt.items()}, total=float(total.detach()))
+        return logs
+
+    def export_meta(self) -> dict:
+        return {"trainer": "uot", "config": asdict(self.cfg)}

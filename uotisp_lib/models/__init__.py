@@ -2,10 +2,19 @@
 
 ``build_isp("colornet" | "tinyraw" | "unet_isp", **kw)`` builds an ISP; every ISP has
 ``input_kind`` ("rgb" or "packed") and outputs sRGB in [0, 1]. The expert committee of
-EGUOT-ISP (issue 6) will live in ``models/experts.py``.
+EGUOT-ISP lives in :mod:`~uotisp_lib.models.experts`; the UOT potential in
+:mod:`~uotisp_lib.models.discriminators` (:class:`PotentialNet`).
 """
 
-from uotisp_lib.models.discriminators import UNetDiscriminatorSN
+from uotisp_lib.models.discriminators import PotentialNet, UNetDiscriminatorSN
+from uotisp_lib.models.experts import (
+    EXPERTS,
+    ColourExpert,
+    ExpertCommittee,
+    FrequencyExpert,
+    StructureExpert,
+    build_committee,
+)
 from uotisp_lib.models.isp import (
     ISP_REGISTRY,
     ColorNet,
@@ -19,6 +28,13 @@ from uotisp_lib.models.isp import (
 )
 
 __all__ = [
+    "EXPERTS",
+    "ColourExpert",
+    "ExpertCommittee",
+    "FrequencyExpert",
+    "PotentialNet",
+    "StructureExpert",
+    "build_committee",
     "ISP_REGISTRY",
     "ColorNet",
     "Lut3d",

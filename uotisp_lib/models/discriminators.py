@@ -73,3 +73,28 @@ class UNetDiscriminatorSN(nn.Module):
         for conv in self.refine:
             y = act(conv(y))
         return self.out(y)
+
+
+class PotentialNet(nn.Module):
+    """The UOT potential ``v``: sRGB ``[B,3,H,W]`` -> one real value per image ``[B]``.
+
+    A plain strided CNN (LeakyReLU, no normalisation, no spectral norm: UOTM regularises the
+    potential with the R1 penalty instead), global average pooling, then a linear read-out. Our
+    choice; UOTM's potentials are larger networks of the same kind. ``width`` channels at the first
+    level, doubled at each of ``levels`` stride-2 levels.
+    """
+
+    def __init__(self, width: int = 32, levels: int = 3, slope: float = 0.2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(slope)]
+        c = width
+        for _ in range(levels):
+            layers += [nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.LeakyReLU(slope)]
+            c *= 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c, 1)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if y.ndim != 4 or y.shape[1] != 3:
+            raise ValueError(f"PotentialNet: expected sRGB [B,3,H,W], got shape {tuple(y.shape)}")
+        return self.head(self.features(y).mean(dim=(2, 3))).squeeze(1)

@@ -1,0 +1,445 @@
+"""Semi-dual (unbalanced) optimal transport for ISP learning: conjugates, transport costs, objective.
+
+The recipe is UOTM (Choi, Choi and Kang, "Generative Modeling through the Semi-dual Formulation of
+Unbalanced Optimal Transport", NeurIPS 2023), as restated in REFERENCE.md. With a map ``T`` (the
+ISP: packed RAW ``x`` -> sRGB) and a potential ``v`` on the *target* (sRGB) space:
+
+- potential step, **minimised** over ``v``::
+
+      L_v = E_y Psi2*(-v(y)) + E_x Psi1*(v(T(x)) - c(x, T(x))) + (gamma/2) E_y ||grad_y v(y)||^2
+
+  (UOTM eq. 9 with ``-v^c(x) = sup_y [v(y) - c(x, y)] = v(T(x)) - c(x, T(x))`` at the optimal map;
+  the semi-dual is a *sup* over ``v`` of ``-L_v`` without R1, so minimising ``L_v`` is the same);
+- map step, **minimised** over ``T``: ``L_T = E_x [c(x, T(x)) - v(T(x))]``.
+
+So ``v`` is pushed *up* on real targets and *down* on mapped samples (a WGAN-like critic), and the
+map moves towards high ``v`` while paying the transport cost. ``Psi*`` linear on both sides is
+balanced OT; a non-linear ``Psi2*`` relaxes the target marginal (targets may be left unmatched:
+robustness to outlier targets, EGUOT-ISP), a non-linear ``Psi1*`` the source marginal.
+
+RAW and sRGB live in different spaces, so every cost compares ``y = T(x)`` with a fixed naive ISP
+rendering of ``x`` (:func:`naive_isp`), computed once per batch and passed as ``reference``
+(Gazdieva et al., "An optimal transport perspective on unpaired image super-resolution": cost vs a
+fixed naive up-scaling). Costs have ONE signature ``cost(x, y, *, reference) -> Tensor[B]``.
+
+**tau normalisation.** Every cost here is ``tau * mean`` over pixels and channels (per image), so
+``tau`` does not depend on the image size. The EGUOT author's prototype used ``tau = 1e-5`` on the
+*summed* squared pixel cost; a sum over ``n`` values equals ``n`` times their mean, so the
+equivalent per-pixel-mean tau is ``1e-5 * n``. For UP-ISP's 256 px RAW patches (512x512x3 sRGB
+outputs) that is ``1e-5 * 3 * 512 * 512 ~= 7.86`` (:data:`PROTOTYPE_TAU_MEAN`); if "256 px" meant
+the sRGB side it would be ``1e-5 * 3 * 256 * 256 ~= 1.97``. UOTM-style code also often scales
+images to [-1, 1], which multiplies squared differences by 4; we work in [0, 1].
+
+Everything is a pure function on tensors (any device, float32 or float64) and differentiable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+from uotisp_lib.data.camera import DEFAULT_CAMERA, CameraModel, apply_matrix, forward
+from uotisp_lib.preprocessing.demosaicing import demosaic
+from uotisp_lib.preprocessing.raw import gray_world_gains, unpack_bayer, white_balance
+
+Tensor = torch.Tensor
+Conjugate = Callable[[Tensor], Tensor]
+Cost = Callable[..., Tensor]
+
+#: ``tau`` on a per-pixel-mean cost equivalent to the prototype's ``1e-5`` on a summed squared cost
+#: of a 512x512x3 output (UP-ISP 256 px RAW patches); see the module docstring.
+PROTOTYPE_TAU_MEAN = 1e-5 * 3 * 512 * 512
+
+#: ``exp`` argument ceiling of the KL conjugate (e^50 ~ 5e21 stays finite in float32; beyond it the
+#: value is constant and the gradient zero, which only matters for a diverging potential).
+KL_MAX_ARG = 50.0
+
+
+# ------------------------------------------------------------------------------------ conjugates
+def psi_linear(t: Tensor) -> Tensor:
+    """``Psi*(t) = t``: the convex conjugate of the indicator of ``{1}`` (balanced OT, hard marginal)."""
+    return t
+
+
+def psi_kl(t: Tensor) -> Tensor:
+    """``Psi*(t) = e^t - 1``, conjugate of the KL divergence ``Psi(s) = s log s - s + 1`` (UOTM).
+
+    UOTM writes ``e^t``; we subtract 1 so ``Psi*(0) = 0`` (``Psi*'(0) = 1`` either way), which only
+    shifts the loss by a constant. The argument is clamped at :data:`KL_MAX_ARG` (no overflow).
+    """
+    return torch.expm1(t.clamp(max=KL_MAX_ARG))
+
+
+def psi_chi2(t: Tensor) -> Tensor:
+    """``Psi*(t) = s^2/4 + s`` with ``s = max(t, -2)``: conjugate of the chi^2 divergence (UOTM).
+
+    Convex, non-decreasing (slope ``s/2 + 1 >= 0``, 0 below -2); ``Psi*(0) = 0``, ``Psi*'(0) = 1``.
+    """
+    s = t.clamp(min=-2.0)
+    return s * s / 4.0 + s
+
+
+def psi_softplus(t: Tensor) -> Tensor:
+    """``Psi*(t) = log(1 + e^t)`` (UOTM's softplus; ``Psi*(0) = log 2``, ``Psi*'(0) = 1/2``).
+
+    Computed with :func:`torch.nn.functional.softplus` (stable for large ``|t|``).
+    """
+    return F.softplus(t)
+
+
+def psi_softplus_norm(t: Tensor) -> Tensor:
+    """``Psi*(t) = 2 softplus(t) - 2 log 2``: softplus normalised so ``Psi*(0) = 0`` and
+    ``Psi*'(0) = 1`` (so it agrees with the linear conjugate to first order at 0). The EGUOT
+    author's prototype used it on both sides (REFERENCE.md, UOTM)."""
+    return 2.0 * F.softplus(t) - 2.0 * math.log(2.0)
+
+
+CONJUGATES: dict[str, Conjugate] = {
+    "linear": psi_linear,
+    "kl": psi_kl,
+    "chi2": psi_chi2,
+    "softplus": psi_softplus,
+    "softplus_norm": psi_softplus_norm,
+}
+
+
+def get_conjugate(name: str) -> Conjugate:
+    """The conjugate ``Psi*`` called ``name`` (one of :data:`CONJUGATES`)."""
+    try:
+        return CONJUGATES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown conjugate {name!r}; expected one of {', '.join(CONJUGATES)}") from None
+
+
+# ----------------------------------------------------------------------------------------- checks
+def _check(x: object, fn: str, name: str, channels: int | None, what: str) -> Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{fn}: expected {name} to be a torch.Tensor {what}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{fn}: expected {name} to be a floating-point tensor {what}, got dtype {x.dtype}")
+    if x.ndim != 4 or (channels is not None and x.shape[1] != channels):
+        raise ValueError(f"{fn}: expected {name} {what}, got shape {tuple(x.shape)}")
+    return x
+
+
+def _check_pair(x: Tensor, y: Tensor, reference: Tensor, fn: str) -> None:
+    """x packed RAW [B,4,h,w]; y and reference sRGB [B,3,2h,2w]."""
+    _check(x, fn, "x", 4, "(packed RAW [B,4,h,w] in [0,1])")
+    _check(y, fn, "y", 3, "(sRGB [B,3,2h,2w])")
+    _check(reference, fn, "reference", 3, "(naive ISP of x, [B,3,2h,2w])")
+    b, _, h, w = x.shape
+    want = (b, 3, 2 * h, 2 * w)
+    if tuple(y.shape) != want or tuple(reference.shape) != want:
+        raise ValueError(
+            f"{fn}: expected y and reference of shape {want} (twice the RAW size), "
+            f"got {tuple(y.shape)} and {tuple(reference.shape)}"
+        )
+
+
+def _check_tau(tau: float, fn: str) -> None:
+    if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 0):
+        raise ValueError(f"{fn}: tau must be a finite number >= 0, got {tau!r}")
+
+
+# -------------------------------------------------------------------------------------- naive ISP
+def naive_isp(x_packed01: Tensor, demosaic_method: str = "bilinear", ccm: bool = True) -> Tensor:
+    """A fixed naive rendering of packed RAW ``[B,4,h,w]`` in [0,1] -> sRGB ``[B,3,2h,2w]`` in [0,1].
+
+    Steps (no learnt parameters, deterministic): gray-world white balance
+    (:func:`~uotisp_lib.preprocessing.raw.gray_world_gains`, result clipped to [0,1]) -> RGGB
+    mosaic -> demosaic (``bilinear`` via kornia, or ``malvar``) -> optional colour matrix: the
+    CCM of our default camera model (the inverse of its ``rgb_to_cam``; rows sum to 1 so grays stay
+    gray; on real data it stands in for "a fixed average CCM") -> clip -> sRGB transfer curve.
+    This is the reference the transport costs compare ``T(x)`` with.
+    """
+    _check(x_packed01, "naive_isp", "x", 4, "(packed RAW [B,4,h,w] in [0,1])")
+    if x_packed01.shape[-1] < 2 or x_packed01.shape[-2] < 2:
+        raise ValueError(f"naive_isp: expected packed RAW at least 2x2, got {tuple(x_packed01.shape)}")
+    x = x_packed01.clamp(0.0, 1.0)
+    rgb = demosaic(unpack_bayer(white_balance(x, gray_world_gains(x))), method=demosaic_method, clip=True)
+    if ccm:
+        m = torch.linalg.inv(torch.tensor(DEFAULT_CAMERA.rgb_to_cam, dtype=torch.float64))
+        rgb = apply_matrix(rgb, m.to(dtype=rgb.dtype, device=rgb.device))
+    return kornia.color.linear_rgb_to_rgb(rgb.clamp(0.0, 1.0))
+
+
+# ------------------------------------------------------------------------------------------ costs
+def _per_image_mean(t: Tensor) -> Tensor:
+    return t.flatten(1).mean(dim=1)
+
+
+def _safe_sqrt(t: Tensor) -> Tensor:
+    """sqrt with value and gradient 0 at t <= 0 (``sqrt`` has an infinite slope at 0, which would
+    give NaN gradients when T(x) equals the reference)."""
+    pos = t > 0
+    return torch.where(pos, torch.sqrt(torch.where(pos, t, torch.ones_like(t))), torch.zeros_like(t))
+
+
+def quadratic_cost(x: Tensor, y: Tensor, *, reference: Tensor, tau: float = 1.0) -> Tensor:
+    """``tau * mean (y - reference)^2`` per image -> ``[B]`` (UOTM's quadratic cost, per-pixel mean).
+
+    ``x`` (packed RAW ``[B,4,h,w]``) is only shape-checked; ``y``, ``reference``: ``[B,3,2h,2w]``.
+    """
+    _check_pair(x, y, reference, "quadratic_cost")
+    _check_tau(tau, "quadratic_cost")
+    return tau * _per_image_mean((y - reference) ** 2)
+
+
+def _luma(rgb: Tensor) -> Tensor:
+    """BT.601 luma ``[B,1,H,W]`` (kornia's rgb_to_grayscale weights 0.299, 0.587, 0.114)."""
+    return kornia.color.rgb_to_grayscale(rgb)
+
+
+def luma_cost(
+    x: Tensor, y: Tensor, *, reference: Tensor, tau: float = 1.0, highpass_sigma: float | None = None
+) -> Tensor:
+    """``tau * mean (Y(y) - Y(reference))^2`` per image -> ``[B]``: structure only, colour left to
+    the potential (our choice; EGUOT-ISP gives no cost).
+
+    ``highpass_sigma``: if set, compare the high-pass ``Y - GaussianBlur_sigma(Y)`` instead, which
+    also frees global brightness/contrast (kernel side ``2*ceil(3 sigma)+1``, reflect padding).
+    """
+    _check_pair(x, y, reference, "luma_cost")
+    _check_tau(tau, "luma_cost")
+    r = _luma(y) - _luma(reference)
+    if highpass_sigma is not None:
+        if not highpass_sigma > 0:
+            raise ValueError(f"luma_cost: highpass_sigma must be > 0, got {highpass_sigma!r}")
+        k = 2 * math.ceil(3 * highpass_sigma) + 1
+        r = r - kornia.filters.gaussian_blur2d(r, (k, k), (highpass_sigma, highpass_sigma), border_type="reflect")
+    return tau * _per_image_mean(r**2)
+
+
+def uotip_cost(
+    x: Tensor,
+    y: Tensor,
+    *,
+    reference: Tensor,
+    tau: float = 1.0,
+    lam: float = 1.0,
+    cam: CameraModel = DEFAULT_CAMERA,
+    gains: Tensor | None = None,
+) -> Tensor:
+    """UOTIP cost ``tau * (mean ||A(y) - x||^2 + lam * mean ||y - reference||^2)`` -> ``[B]``.
+
+    UOTIP (arXiv 2605.21094) uses ``c = tau (||A(y) - x||^2 + lambda ||y - x||^2)`` with ``A`` the
+    degradation; here ``A`` is our camera forward model (:func:`uotisp_lib.data.camera.forward`,
+    no noise, differentiable): sRGB ``[B,3,2h,2w]`` -> packed RAW ``[B,4,h,w]`` in [0,1], using
+    the illuminant ``gains`` ``[B,3]`` or ``[3]``. When ``gains`` is None they are estimated by gray
+    world on ``x`` (our choice; exact when the scene averages to gray in camera space). Since
+    RAW and sRGB differ, the second term compares ``y`` with the naive ISP ``reference``; UOTIP's
+    uniqueness argument needs ``lam`` above the Lipschitz constant of the data term.
+    """
+    _check_pair(x, y, reference, "uotip_cost")
+    _check_tau(tau, "uotip_cost")
+    if not lam >= 0:
+        raise ValueError(f"uotip_cost: lam must be >= 0, got {lam!r}")
+    g = gray_world_gains(x) if gains is None else gains
+    ay = forward(y, g, cam, noise=False)
+    return tau * (_per_image_mean((ay - x) ** 2) + lam * _per_image_mean((y - reference) ** 2))
+
+
+def rcot_cost(x: Tensor, y: Tensor, *, reference: Tensor, tau: float = 1.0, p: int = 2) -> Tensor:
+    """RCOT residual cost (ICML 2024) on ``r = y - reference``: ``tau * (RMS(r) + M_p(F(r)))`` -> ``[B]``.
+
+    ``F`` is the orthonormal 2-D FFT per channel and ``M_p(z) = (mean |z|^p)^(1/p)`` the p-power
+    mean over all coefficients. Our normalisation: with ``p = 2`` Parseval gives
+    ``M_2(F(r)) = ||F(r)||_2 / sqrt(numel) = RMS(r)`` (so the cost is ``2 tau RMS(r)``); ``p = 1``
+    (RCOT's choice for sparse degradations) uses the mean modulus, which, unlike
+    ``||F(r)||_1 / sqrt(numel)``, does not grow with the image size. Square roots are made safe at
+    ``r = 0`` (value 0, gradient 0).
+    """
+    _check_pair(x, y, reference, "rcot_cost")
+    _check_tau(tau, "rcot_cost")
+    if p not in (1, 2):
+        raise ValueError(f"rcot_cost: p must be 1 or 2, got {p!r}")
+    r = y - reference
+    rms = _safe_sqrt(_per_image_mean(r**2))
+    spec = torch.fft.fft2(r, norm="ortho")
+    power = spec.real**2 + spec.imag**2
+    if p == 2:
+        freq = _safe_sqrt(_per_image_mean(power))
+    else:
+        freq = _per_image_mean(_safe_sqrt(power))
+    return tau * (rms + freq)
+
+
+COSTS: dict[str, Cost] = {
+    "quadratic": quadratic_cost,
+    "luma": luma_cost,
+    "uotip": uotip_cost,
+    "rcot": rcot_cost,
+}
+
+
+def get_cost(name: str, **kw: Any) -> Cost:
+    """Cost ``name`` with its keywords (``tau``, ``lam``, ``p``, ...) bound: ``cost(x, y, *, reference)``."""
+    if name not in COSTS:
+        raise ValueError(f"unknown cost {name!r}; expected one of {', '.join(COSTS)}")
+    return functools.partial(COSTS[name], **kw)
+
+
+# ----------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class UOTConfig:
+    """Configuration of the semi-dual UOT objective.
+
+    Attributes:
+        psi_source: ``Psi1*`` on the source (RAW) marginal; ``linear`` keeps it hard.
+        psi_target: ``Psi2*`` on the target (sRGB) marginal.
+        tau: cost weight on the per-pixel-mean cost (see module docstring; default
+            :data:`PROTOTYPE_TAU_MEAN`).
+        r1_gamma: R1 weight on the potential (UOTM prototype: 5).
+        map_steps_per_potential: map updates per potential update (UOTM: 1; Gazdieva et al. ~15).
+        cost: name in :data:`COSTS`; cost_kwargs: its extra keywords besides ``tau`` (a dict is
+            accepted and stored as sorted ``(key, value)`` pairs so the config stays hashable).
+    """
+
+    psi_source: str = "linear"
+    psi_target: str = "softplus_norm"
+    tau: float = PROTOTYPE_TAU_MEAN
+    r1_gamma: float = 5.0
+    map_steps_per_potential: int = 1
+    cost: str = "quadratic"
+    cost_kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        get_conjugate(self.psi_source)
+        get_conjugate(self.psi_target)
+        _check_tau(self.tau, "UOTConfig")
+        if not self.r1_gamma >= 0:
+            raise ValueError(f"UOTConfig: r1_gamma must be >= 0, got {self.r1_gamma!r}")
+        if int(self.map_steps_per_potential) != self.map_steps_per_potential or self.map_steps_per_potential < 1:
+            raise ValueError(
+                f"UOTConfig: map_steps_per_potential must be an integer >= 1, got {self.map_steps_per_potential!r}"
+            )
+        if self.cost not in COSTS:
+            raise ValueError(f"UOTConfig: unknown cost {self.cost!r}; expected one of {', '.join(COSTS)}")
+        kw = self.cost_kwargs
+        if isinstance(kw, Mapping):
+            kw = tuple(sorted(kw.items()))
+        object.__setattr__(self, "cost_kwargs", tuple(tuple(p) for p in kw))
+        if "tau" in dict(self.cost_kwargs):
+            raise ValueError("UOTConfig: give tau as UOTConfig.tau, not inside cost_kwargs")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "UOTConfig":
+        """``semi`` (linear source, softplus_norm target), ``balanced`` (linear both) or
+        ``unbalanced`` (softplus_norm both), with any field overridden."""
+        if name not in UOT_PRESETS:
+            raise ValueError(f"unknown UOT preset {name!r}; expected one of {', '.join(UOT_PRESETS)}")
+        return dataclasses.replace(UOT_PRESETS[name], **overrides)
+
+    def build_cost(self) -> Cost:
+        """The configured cost with ``tau`` and ``cost_kwargs`` bound."""
+        return get_cost(self.cost, tau=self.tau, **dict(self.cost_kwargs))
+
+
+UOT_PRESETS: dict[str, UOTConfig] = {
+    "semi": UOTConfig(psi_source="linear", psi_target="softplus_norm"),
+    "balanced": UOTConfig(psi_source="linear", psi_target="linear"),
+    "unbalanced": UOTConfig(psi_source="softplus_norm", psi_target="softplus_norm"),
+}
+
+
+# -------------------------------------------------------------------------------------- objective
+def _check_vec(t: object, fn: str, name: str, n: int | None = None) -> Tensor:
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.ndim != 1:
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{fn}: expected {name} to be a 1-D floating tensor [B], got {shape}")
+    if n is not None and t.shape[0] != n:
+        raise ValueError(f"{fn}: expected {name} of length {n}, got {t.shape[0]}")
+    return t
+
+
+def potential_loss(
+    v_real: Tensor, v_fake: Tensor, cost_fake: Tensor, cfg: UOTConfig
+) -> tuple[Tensor, dict[str, float]]:
+    """Potential loss (to **minimise** over ``v``), UOTM eq. 9 without R1:
+    ``mean Psi2*(-v(y)) + mean Psi1*(v(T(x)) - c(x, T(x)))``.
+
+    Args:
+        v_real: ``[B]`` potential on real targets ``y``.
+        v_fake: ``[B']`` potential on mapped samples ``T(x)`` (compute them from ``T(x).detach()``).
+        cost_fake: ``[B']`` ``c(x, T(x))``; detached here (it has no potential parameters).
+    Returns:
+        ``(loss, logs)``; logs (floats): ``loss``, ``real_term``, ``fake_term``, ``cost``,
+        ``v_real``, ``v_fake`` (means) and ``potential_gap = E v(y) - E v(T(x))``.
+    """
+    _check_vec(v_real, "potential_loss", "v_real")
+    _check_vec(v_fake, "potential_loss", "v_fake")
+    _check_vec(cost_fake, "potential_loss", "cost_fake", v_fake.shape[0])
+    psi1, psi2 = get_conjugate(cfg.psi_source), get_conjugate(cfg.psi_target)
+    real_term = psi2(-v_real).mean()
+    fake_term = psi1(v_fake - cost_fake.detach()).mean()
+    loss = real_term + fake_term
+    logs = {
+        "loss": float(loss.detach()),
+        "real_term": float(real_term.detach()),
+        "fake_term": float(fake_term.detach()),
+        "cost": float(cost_fake.detach().mean()),
+        "v_real": float(v_real.detach().mean()),
+        "v_fake": float(v_fake.detach().mean()),
+        "potential_gap": float(v_real.detach().mean() - v_fake.detach().mean()),
+    }
+    return loss, logs
+
+
+def r1_penalty(v_fn: Callable[[Tensor], Tensor], y_real: Tensor, gamma: float = 5.0) -> Tensor:
+    """R1 gradient penalty ``(gamma/2) E_y ||grad_y v(y)||^2`` (Mescheder et al. 2018; UOTM).
+
+    ``v_fn`` maps ``y_real`` ``[B,...]`` to ``[B]``; the squared norm is summed over all non-batch
+    dims and averaged over the batch. Built with ``create_graph=True``, so it back-propagates into
+    ``v``'s parameters. ``y_real`` is detached and copied first.
+    """
+    if not isinstance(y_real, torch.Tensor) or not y_real.is_floating_point() or y_real.ndim < 2:
+        raise ValueError("r1_penalty: expected y_real to be a floating tensor [B,...]")
+    if not gamma >= 0:
+        raise ValueError(f"r1_penalty: gamma must be >= 0, got {gamma!r}")
+    y = y_real.detach().clone().requires_grad_(True)
+    v = v_fn(y)
+    _check_vec(v, "r1_penalty", "v_fn(y_real)", y.shape[0])
+    (grad,) = torch.autograd.grad(v.sum(), y, create_graph=True)
+    return 0.5 * gamma * grad.pow(2).flatten(1).sum(dim=1).mean()
+
+
+def map_loss(v_fake: Tensor, cost_fake: Tensor, cfg: UOTConfig | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Map loss (to **minimise** over ``T``): ``mean [c(x, T(x)) - v(T(x))]`` (UOTM eq. 9, inner inf).
+
+    Both ``[B]`` and differentiable w.r.t. the map. ``cfg`` is unused (kept for a uniform call);
+    logs: ``loss``, ``cost``, ``v_fake`` (means).
+    """
+    _check_vec(v_fake, "map_loss", "v_fake")
+    _check_vec(cost_fake, "map_loss", "cost_fake", v_fake.shape[0])
+    loss = (cost_fake - v_fake).mean()
+    logs = {
+        "loss": float(loss.detach()),
+        "cost": float(cost_fake.detach().mean()),
+        "v_fake": float(v_fake.detach().mean()),
+    }
+    return loss, logs
+
+
+def paired_loss(y_hat: Tensor, y_true: Tensor, l1_weight: float = 1.0, ssim_weight: float = 0.0) -> Tensor:
+    """Paired mode: ``l1_weight * mean |y_hat - y_true| + ssim_weight * mean (1 - SSIM)`` (scalar).
+
+    ``y_hat``, ``y_true``: sRGB ``[B,3,H,W]`` in [0,1]; SSIM is :func:`uotisp_lib.metrics.ssim`
+    (needs H, W >= 11) and is only evaluated when ``ssim_weight > 0``.
+    """
+    _check(y_hat, "paired_loss", "y_hat", 3, "(sRGB [B,3,H,W])")
+    _check(y_true, "paired_loss", "y_true", 3, "(sRGB [B,3,H,W])")
+    if y_hat.shape != y_true.shape:
+        raise ValueError(f"paired_loss: y_hat {tuple(y_hat.shape)} and y_true {tuple(y_true.shape)} differ in shape")
+    loss = l1_weight * (y_hat - y_true).abs().mean()
+    if ssim_weight:
+        from uotisp_lib.metrics import ssim
+
+        loss = loss + ssim_weight * (1.0 - ssim(y_hat, y_true)).mean()
+    return loss
