@@ -97,3 +97,8 @@ def test_ema_known_value():
     assert not ema.model.weight.requires_grad
     with pytest.raises(ValueError, match="decay"):
         EMA(m, decay=1.0)
+    warm = EMA(m, decay=0.999, warmup=True)
+    with torch.no_grad():
+        warm.model.weight.fill_(0.0)
+    warm.update(m)  # first decay: min(0.999, 1/10) = 0.1
+    assert float(warm.model.weight) == pytest.approx(0.9) and int(warm.model.ema_updates) == 1

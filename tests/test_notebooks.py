@@ -26,7 +26,16 @@ EXPECTED: dict[str, dict] = {
         "tables": ["stitching_benchmark", "stitching_accuracy"],
         "figures": ["stitched_images", "seam_landscape", "low_confidence"],
     },
+    "05_train_uot": {
+        "tables": ["uot_run_unpaired_tinyraw", "uot_comparison"],
+        "figures": ["uot_curves_unpaired", "uot_samples_unpaired"],
+    },
 }
+
+#: further runs of a notebook with other parameters: (notebook, parameters, tables, figures)
+EXTRA_RUNS = [
+    ("05_train_uot", {"mode": "paired", "compare": False}, ["uot_run_paired_tinyraw"], ["uot_curves_paired", "uot_samples_paired"]),
+]
 
 
 def _cells(nb: dict) -> list[tuple[str, str]]:
@@ -77,22 +86,34 @@ def _run(nb_name: str, tmp_path: Path, cache: Path, monkeypatch, **params) -> Pa
     return results
 
 
+def _check_outputs(nb_name: str, results: Path, tables: list[str], figures: list[str]) -> None:
+    for table in tables:
+        df = pd.read_csv(results / "tables" / f"{table}.csv")
+        assert len(df) > 0 and not df.isna().all(axis=None), f"{nb_name}: table {table} is empty"
+        meta = json.loads((results / "tables" / f"{table}.json").read_text())
+        assert meta["run"]["profile"]["name"] == "smoke" and "versions" in meta
+    for fig in figures:
+        png = results / "figures" / f"{fig}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG", f"{nb_name}: figure {fig} missing"
+
+
 @pytest.mark.notebook
 @pytest.mark.xdist_group("notebooks")
 @pytest.mark.parametrize("nb_name", sorted(EXPECTED))
 def test_notebook_runs_and_writes_results(nb_name, tmp_path, synth_cache, monkeypatch):
     results = _run(nb_name, tmp_path, synth_cache, monkeypatch)
-    for table in EXPECTED[nb_name]["tables"]:
-        df = pd.read_csv(results / "tables" / f"{table}.csv")
-        assert len(df) > 0 and not df.isna().all(axis=None), f"{nb_name}: table {table} is empty"
-        meta = json.loads((results / "tables" / f"{table}.json").read_text())
-        assert meta["run"]["profile"]["name"] == "smoke" and "versions" in meta
-    for fig in EXPECTED[nb_name]["figures"]:
-        png = results / "figures" / f"{fig}.png"
-        assert png.read_bytes()[:4] == b"\x89PNG", f"{nb_name}: figure {fig} missing"
+    _check_outputs(nb_name, results, EXPECTED[nb_name]["tables"], EXPECTED[nb_name]["figures"])
     check = NOTEBOOK_CHECKS.get(nb_name)
     if check:
         check(results)
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("notebooks")
+@pytest.mark.parametrize("nb_name, params, tables, figures", EXTRA_RUNS, ids=lambda v: str(v))
+def test_notebook_with_other_parameters(nb_name, params, tables, figures, tmp_path, synth_cache, monkeypatch):
+    results = _run(nb_name, tmp_path, synth_cache, monkeypatch, **params)
+    _check_outputs(nb_name, results, tables, figures)
 
 
 def _check_00(results: Path) -> None:
@@ -120,4 +141,11 @@ def _check_02(results: Path) -> None:
     assert (bench.loc[bench.method == "evidence", "correct"] == 1.0).all()
 
 
-NOTEBOOK_CHECKS = {"00_data": _check_00, "01_preprocessing": _check_01, "02_stitching": _check_02}
+def _check_05(results: Path) -> None:
+    comp = pd.read_csv(results / "tables" / "uot_comparison.csv")
+    want = {"paired L1", "paired UOT", "unpaired UOT", "unpaired adversarial, no cost", "unpaired balanced OT"}
+    assert want <= set(comp["variant"])
+    assert comp[["psnr", "ssim", "de2000"]].notna().all(axis=None) and (comp["params"] == 3060).all()
+
+
+NOTEBOOK_CHECKS = {"00_data": _check_00, "01_preprocessing": _check_01, "02_stitching": _check_02, "05_train_uot": _check_05}

@@ -44,7 +44,7 @@ def test_paired_mode_learns_and_needs_ground_truth(tmp_path):
     cfg = dataclasses.replace(CFG, mode="paired", epochs=40, lr_map=3e-3, experts=(), uot=UOTConfig(tau=0.1, r1_gamma=1.0))
     with pytest.raises(ValueError, match="paired mode needs the ground truth"):
         UOTTrainer(cfg, raw, tgt, tmp_path)
-    cfg = dataclasses.replace(cfg, ema_decay=0.0)  # evaluate the raw map
+    cfg = dataclasses.replace(cfg, ema_decay=0.5)
     trainer = UOTTrainer(cfg, raw, tgt, tmp_path, paired=gt, val=(raw, gt))
     before = trainer.evaluate()["val_psnr"]
     hist = trainer.fit()
@@ -57,3 +57,13 @@ def test_config_errors():
         UOTTrainConfig(mode="semi")
     with pytest.raises(ValueError, match="paired_fraction"):
         UOTTrainConfig(paired_fraction=1.5)
+
+
+def test_export_of_the_ema_map_loads_for_inference(tmp_path):
+    from uotisp_lib.inference import load_isp, render
+
+    raw, gt, tgt = _data()
+    trainer = UOTTrainer(dataclasses.replace(CFG, epochs=1), raw, tgt, tmp_path)
+    trainer.fit()
+    bundle = load_isp(tmp_path / "export")
+    torch.testing.assert_close(render(bundle, raw.images), trainer.predict(raw))

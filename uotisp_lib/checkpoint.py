@@ -163,25 +163,34 @@ def load_checkpoint(path: str | Path, state: TrainState) -> TrainState:
 class EMA:
     """Exponential moving average of a model's floating-point tensors (Polyak averaging).
 
-    ``shadow = decay * shadow + (1 - decay) * param`` after each :meth:`update`; :attr:`model` is a
-    frozen copy holding the averages, used for evaluation (UOTM and the EGUOT prototype use 0.999).
+    ``shadow = d * shadow + (1 - d) * param`` after each :meth:`update`; :attr:`model` is a frozen
+    copy holding the averages, used for evaluation (UOTM and the EGUOT prototype use 0.999). With
+    ``warmup`` the decay of the n-th update is ``d = min(decay, (1 + n) / (10 + n))`` (TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``), so short runs are not evaluated at their
+    initialisation. The update count lives in a buffer of :attr:`model`, so it is checkpointed.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = False) -> None:
         import copy
 
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.model.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        n = int(self.model.ema_updates)
+        d = min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
         src = model.state_dict()
         for k, v in self.model.state_dict().items():
+            if k == "ema_updates":
+                continue
             if v.is_floating_point():
-                v.mul_(self.decay).add_(src[k].detach(), alpha=1.0 - self.decay)
+                v.mul_(d).add_(src[k].detach(), alpha=1.0 - d)
             else:
                 v.copy_(src[k])
+        self.model.ema_updates += 1

@@ -95,6 +95,21 @@ class TrainStudy:
 
 
 @dataclass(frozen=True)
+class UOTStudy:
+    """Notebook 05: UOT with the expert committee, and its comparison table."""
+
+    arch: str = "tinyraw"  # the main run's architecture when the notebook's `arch` is empty
+    archs: tuple[str, ...] = ("tinyraw",)  # architectures of the comparison table
+    epochs: int = 1
+    batch_size: int = 8
+    tau: float = 1.0  # per-pixel-mean cost weight (the prototype's 1e-5 on a sum is ~7.9 at 512 px)
+    lr_map: float = 1e-3
+    potential_width: int = 8
+    expert_width: int = 8
+    expert_weight: float = 0.05
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything a profile fixes. Later sections add their own sub-configs here."""
 
@@ -104,6 +119,7 @@ class Profile:
     stitch: StitchStudy = StitchStudy()
     match: MatchStudy = MatchStudy()
     train: TrainStudy = TrainStudy()
+    uot: UOTStudy = UOTStudy()
 
 
 _PROFILES: dict[str, Profile] = {
@@ -132,6 +148,8 @@ _PROFILES: dict[str, Profile] = {
         stitch=StitchStudy(images_per_layout=12, patch=64),
         match=MatchStudy(k_images=5),
         train=TrainStudy(stage1_epochs=6, stage2_epochs=3, batch_size=24, lr=5e-4, d_width=16),
+        uot=UOTStudy(arch="colornet", archs=("tinyraw", "colornet"), epochs=6, batch_size=16, lr_map=5e-4,
+                     potential_width=16, expert_width=16),
     ),
     "full": Profile(
         name="full",
@@ -147,6 +165,8 @@ _PROFILES: dict[str, Profile] = {
         stitch=StitchStudy(images_per_layout=50, patch=256),
         match=MatchStudy(backend="dinov2", k_images=10),
         train=TrainStudy(stage1_epochs=10, stage2_epochs=5, batch_size=24, lr=1e-4, d_width=64),
+        uot=UOTStudy(arch="unet_isp", archs=("tinyraw", "colornet", "unet_isp"), epochs=50, batch_size=32,
+                     tau=7.86, lr_map=2e-4, potential_width=64, expert_width=32),
     ),
 }
 

@@ -85,7 +85,8 @@ def export_isp(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "ema_updates"}
+        save_file(tensors, str(tmp / "model.safetensors"))
         spec = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

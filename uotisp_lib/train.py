@@ -393,7 +393,7 @@ class UOTTrainer(EpochTrainer):
             self.val = None if val is None else (PatchSet(val[0].stems, model_input(val[0].images, kind, preprocess)), val[1])
         self.potential = PotentialNet(cfg.potential_width).to(device)
         self.committee = build_committee(cfg.experts, cfg.expert_width, {e: cfg.expert_weight for e in cfg.experts}, cfg.expert_balance).to(device) if cfg.experts else None
-        self.ema = EMA(self.model, cfg.ema_decay)
+        self.ema = EMA(self.model, cfg.ema_decay, warmup=True)
         self.cost = cfg.uot.build_cost()
         gen_pairs = torch.Generator().manual_seed(cfg.seed + 1)
         n_paired = round(cfg.paired_fraction * len(raw)) if cfg.mode == "paired" else 0

@@ -1,0 +1,156 @@
+"""Experiment runners behind notebooks 04 and 05: load a benchmark, train, score on the test split.
+
+This is an edge module (it reads the dataset); the trainers in :mod:`uotisp_lib.train` stay pure.
+Each runner returns one table row (a dict) plus the trainer, so a notebook only loops and plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uotisp_lib import metrics
+from uotisp_lib.data.datasets import PatchSet, load_raw_patches, load_srgb_patches
+from uotisp_lib.data.layouts import group_stems, scan_upisp
+from uotisp_lib.models import count_parameters
+from uotisp_lib.preprocessing import PreprocessConfig
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Everything a training run reads, keyed by stem.
+
+    ``raw_*``: packed RAW in [0,1]; ``targets``: train JPEG patches used for training;
+    ``proxy``: held-out JPEG patches (whole images) for the ground-truth-free proxy; ``gt_*``: ground
+    truth where the benchmark has it (None on real unpaired data); ``outlier_images``: ids of JPEG
+    images with an atypical look (synthetic benchmark only).
+    """
+
+    root: Path
+    raw_train: PatchSet
+    targets: PatchSet
+    proxy: PatchSet
+    raw_val: PatchSet | None
+    gt_val: PatchSet | None
+    raw_test: PatchSet | None
+    gt_test: PatchSet | None
+    gt_train: PatchSet | None
+    outlier_images: tuple[str, ...]
+
+    def without_outliers(self) -> "TrainingData":
+        """The same data with the outlier target images removed from ``targets``."""
+        bad = set(self.outlier_images)
+        keep = [s for s in self.targets.stems if s.rsplit("_", 1)[0] not in bad]
+        return dataclasses.replace(self, targets=self.targets.subset(keep))
+
+
+def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int = 0) -> TrainingData:
+    """Read a UP-ISP style benchmark; hold out ``proxy_fraction`` of the target *images* (all their
+    patches, chosen with ``seed``) for the proxy. Splits without files become None."""
+    from uotisp_lib.data.synth import read_meta
+
+    layout = scan_upisp(root)
+    jpegs = load_srgb_patches(layout, "train", "jpegs")
+    images = sorted(group_stems(jpegs.stems))
+    n_proxy = max(1, round(proxy_fraction * len(images))) if len(images) > 1 else 0
+    held = set(np.random.default_rng(seed).permutation(images)[:n_proxy].tolist())
+    proxy_stems = [s for s in jpegs.stems if s.rsplit("_", 1)[0] in held]
+    train_stems = [s for s in jpegs.stems if s.rsplit("_", 1)[0] not in held]
+
+    def opt(split: str, kind: str) -> PatchSet | None:
+        if split not in layout.files or kind not in layout.files[split]:
+            return None
+        return load_raw_patches(layout, split) if kind == "raws" else load_srgb_patches(layout, split, kind)
+
+    meta = read_meta(root)
+    outliers = tuple(meta["outliers"]) if meta else ()
+    eval_split = "val" if "val" in layout.files else ("dev" if "dev" in layout.files else None)
+    return TrainingData(
+        root=Path(root),
+        raw_train=load_raw_patches(layout, "train"),
+        targets=jpegs.subset(train_stems),
+        proxy=jpegs.subset(proxy_stems) if proxy_stems else jpegs,
+        raw_val=opt(eval_split, "raws") if eval_split else None,
+        gt_val=opt(eval_split, "gt") if eval_split else None,
+        raw_test=opt("test", "raws"),
+        gt_test=opt("test", "gt"),
+        gt_train=opt("train", "gt"),
+        outlier_images=outliers,
+    )
+
+
+def score_on(trainer, raw: PatchSet | None, gt: PatchSet | None) -> dict[str, float]:
+    """PSNR / SSIM / dE2000 of a trainer's evaluated map on ``raw`` against ``gt`` (keyed)."""
+    from uotisp_lib.inference import model_input
+
+    if raw is None or gt is None:
+        return {}
+    model = trainer.eval_model()
+    inputs = PatchSet(raw.stems, model_input(raw.images, getattr(model, "input_kind", "rgb"), trainer.preprocess))
+    preds = trainer.predict(inputs)
+    s = metrics.summarise(metrics.evaluate(preds, gt.select(raw.stems)))
+    return {"psnr": s["psnr"], "ssim": s["ssim"], "de2000": s["de2000"]}
+
+
+def model_inputs(raw: PatchSet, arch_input_kind: str, preprocess: PreprocessConfig | None) -> PatchSet:
+    """Keyed network inputs for a RAW patch set (pseudo-RGB for ``rgb`` models)."""
+    from uotisp_lib.inference import model_input
+
+    with torch.no_grad():
+        return PatchSet(raw.stems, model_input(raw.images, arch_input_kind, preprocess))
+
+
+def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", preprocess: PreprocessConfig | None = None):
+    """Train a :class:`~uotisp_lib.train.UOTTrainer` on ``data``; return ``(row, trainer)``."""
+    from uotisp_lib.train import UOTTrainer
+
+    trainer = UOTTrainer(
+        cfg,
+        data.raw_train,
+        data.targets,
+        run_dir,
+        paired=data.gt_train,
+        val=(data.raw_val, data.gt_val) if data.raw_val is not None and data.gt_val is not None else None,
+        proxy_targets=data.proxy.images,
+        preprocess=preprocess,
+        device=device,
+    )
+    hist = trainer.fit()
+    row = {"arch": cfg.arch, "params": count_parameters(trainer.model), **score_on(trainer, data.raw_test, data.gt_test)}
+    row["proxy"] = hist[-1].get("proxy", float("nan"))
+    return row, trainer
+
+
+def run_pseudo_pair(
+    data: TrainingData,
+    cfg,
+    run_dir: str | Path,
+    pair_fn=None,
+    device: str = "cpu",
+    preprocess: PreprocessConfig | None = None,
+    extractor=None,
+):
+    """Train a :class:`~uotisp_lib.train.PseudoPairTrainer` (paired when ``cfg.paired``); return ``(row, trainer)``."""
+    from uotisp_lib.models import build_isp
+    from uotisp_lib.train import PseudoPairTrainer
+
+    kind = getattr(build_isp(cfg.arch, **dict(cfg.arch_kwargs)), "input_kind", "rgb")
+    sources = model_inputs(data.raw_train, kind, preprocess)
+    targets = data.gt_train if cfg.paired else data.targets
+    if cfg.paired and targets is None:
+        raise ValueError(f"{data.root}: the paired baseline needs train/gt (the synthetic benchmark has it)")
+    val = None
+    if data.raw_val is not None and data.gt_val is not None:
+        val = (model_inputs(data.raw_val, kind, preprocess), data.gt_val)
+    trainer = PseudoPairTrainer(
+        cfg, sources, targets, pair_fn, run_dir, val=val, proxy_targets=data.proxy.images,
+        extractor=extractor, preprocess=preprocess, device=device,
+    )
+    hist = trainer.fit()
+    row = {"arch": cfg.arch, "params": count_parameters(trainer.model), **score_on(trainer, data.raw_test, data.gt_test)}
+    row["proxy"] = hist[-1].get("proxy", float("nan"))
+    return row, trainer
