@@ -21,7 +21,7 @@ reproduce: setup
 	$(VENV)/bin/uotisp reproduce --profile $(PROFILE)
 
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -q
 
 clean-results:
 	rm -rf results/smoke

@@ -71,7 +71,8 @@ def uot_config(arch: str, mode: str, psi: str = psi, cost: str = cost, tau: floa
     return UOTTrainConfig(
         arch=arch, mode=mode, uot=UOTConfig.preset(psi, tau=tau, cost=cost), epochs=study.epochs,
         batch_size=study.batch_size, lr_map=study.lr_map, potential_width=study.potential_width,
-        experts=experts, expert_width=study.expert_width, expert_weight=study.expert_weight, seed=run.seed,
+        experts=experts, expert_width=study.expert_width, expert_weight=study.expert_weight, crop=study.crop,
+        seed=run.seed,
     )
 
 
@@ -159,7 +160,7 @@ if compare:
             out = runs_dir / "compare" / f"{a}-{name.replace(' ', '_').replace(',', '')}"
             if c is None:
                 pcfg = PseudoPairConfig(arch=a, paired=True, ssim_weight=0.0, stage1_epochs=study.epochs, stage2_epochs=0,
-                                        batch_size=study.batch_size, lr=study.lr_map, seed=run.seed)
+                                        batch_size=study.batch_size, lr=study.lr_map, crop=study.crop, seed=run.seed)
                 r, _ = run_pseudo_pair(data, pcfg, out, device=run.device)
             else:
                 r, _ = run_uot(data, c, out, run.device)

@@ -26,6 +26,14 @@ EXPECTED: dict[str, dict] = {
         "tables": ["stitching_benchmark", "stitching_accuracy"],
         "figures": ["stitched_images", "seam_landscape", "low_confidence"],
     },
+    "03_matching": {
+        "tables": ["matching_methods"],
+        "figures": ["matching_topk", "transport_plans"],
+    },
+    "04_train_pseudo_pairs": {
+        "tables": ["pseudo_pair_results"],
+        "figures": ["loss_examples", "training_curves"],
+    },
     "05_train_uot": {
         "tables": ["uot_run_unpaired_tinyraw", "uot_comparison"],
         "figures": ["uot_curves_unpaired", "uot_samples_unpaired"],
@@ -141,6 +149,24 @@ def _check_02(results: Path) -> None:
     assert (bench.loc[bench.method == "evidence", "correct"] == 1.0).all()
 
 
+def _check_03(results: Path) -> None:
+    df = pd.read_csv(results / "tables" / "matching_methods.csv").set_index("method")
+    assert set(df.index) == {"fgw", "ot", "uot", "knn", "random"}
+    # kNN collapses: every source image on one target image of the smoke set; OT spreads them
+    assert df.loc["knn", "image_max_in_degree"] > df.loc["ot", "image_max_in_degree"]
+    assert df.loc["ot", "image_usage_entropy"] > 0.9 > df.loc["knn", "image_usage_entropy"]
+    assert (df["random_floor"] > 0).all() and df["pair_quality"].notna().all()
+
+
+def _check_04(results: Path) -> None:
+    df = pd.read_csv(results / "tables" / "pseudo_pair_results.csv")
+    assert {"random", "kNN", "OT (FGW)", "true pairs (upper bound)"} <= set(df["pairing"])
+    params = dict(zip(df["model"], df["params"]))
+    assert params["colornet (conv1x1)"] == 7055 and params["colornet (lut3d)"] == 7055 + 107811
+    assert params["tinyraw (organisers')"] == 3060
+    assert df[["psnr", "ssim", "de2000"]].notna().all(axis=None)
+
+
 def _check_05(results: Path) -> None:
     comp = pd.read_csv(results / "tables" / "uot_comparison.csv")
     want = {"paired L1", "paired UOT", "unpaired UOT", "unpaired adversarial, no cost", "unpaired balanced OT"}
@@ -148,4 +174,5 @@ def _check_05(results: Path) -> None:
     assert comp[["psnr", "ssim", "de2000"]].notna().all(axis=None) and (comp["params"] == 3060).all()
 
 
-NOTEBOOK_CHECKS = {"00_data": _check_00, "01_preprocessing": _check_01, "02_stitching": _check_02, "05_train_uot": _check_05}
+NOTEBOOK_CHECKS = {"00_data": _check_00, "01_preprocessing": _check_01, "02_stitching": _check_02,
+                   "03_matching": _check_03, "04_train_pseudo_pairs": _check_04, "05_train_uot": _check_05}

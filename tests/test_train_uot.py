@@ -67,3 +67,17 @@ def test_export_of_the_ema_map_loads_for_inference(tmp_path):
     trainer.fit()
     bundle = load_isp(tmp_path / "export")
     torch.testing.assert_close(render(bundle, raw.images), trainer.predict(raw))
+
+
+def test_cropped_paired_training_resumes_exactly(tmp_path):
+    raw, gt, tgt = _data(n=8, size=8)
+    cfg = dataclasses.replace(CFG, mode="paired", crop=8, experts=("colour",))
+    a = UOTTrainer(cfg, raw, tgt, tmp_path / "a", paired=gt)
+    a.fit()
+    b = UOTTrainer(cfg, raw, tgt, tmp_path / "b", paired=gt)
+    b.fit(stop_after_epochs=1)
+    b = UOTTrainer(cfg, raw, tgt, tmp_path / "b", paired=gt)
+    hist = b.fit()
+    assert "paired" in hist[-1]
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)

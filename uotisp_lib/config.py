@@ -90,8 +90,9 @@ class TrainStudy:
     batch_size: int = 8
     lr: float = 1e-3  # paper: 1e-4 over far more steps
     d_width: int = 8  # discriminator num_feat (paper: 64, about 4.4M parameters)
-    gram: bool = True  # Gram loss with the offline feature extractor
+    gram: bool = True  # Gram loss (VGG19 when its weights are local, else efficientnet_lite0 stages)
     proxy_fraction: float = 0.25  # target images held out for the ground-truth-free proxy
+    crop: int | None = None  # random crops (output pixels) per step; None: whole patches
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class UOTStudy:
     potential_width: int = 8
     expert_width: int = 8
     expert_weight: float = 0.05
+    crop: int | None = None  # random crops (output pixels) per step; None: whole patches
 
 
 @dataclass(frozen=True)
@@ -147,9 +149,9 @@ _PROFILES: dict[str, Profile] = {
         preprocess=PreprocessStudy(n_scenes=8, size=256, repeats=3),
         stitch=StitchStudy(images_per_layout=12, patch=64),
         match=MatchStudy(k_images=5),
-        train=TrainStudy(stage1_epochs=6, stage2_epochs=3, batch_size=24, lr=5e-4, d_width=16),
+        train=TrainStudy(stage1_epochs=6, stage2_epochs=3, batch_size=24, lr=5e-4, d_width=16, crop=64),
         uot=UOTStudy(arch="colornet", archs=("tinyraw", "colornet"), epochs=6, batch_size=16, lr_map=5e-4,
-                     potential_width=16, expert_width=16),
+                     potential_width=16, expert_width=16, crop=64),
     ),
     "full": Profile(
         name="full",

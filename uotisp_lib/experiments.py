@@ -154,3 +154,38 @@ def run_pseudo_pair(
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model), **score_on(trainer, data.raw_test, data.gt_test)}
     row["proxy"] = hist[-1].get("proxy", float("nan"))
     return row, trainer
+
+
+def graph_pair_fn(graph, allowed_targets: set[str] | None = None):
+    """A resumable pair sampler over a :class:`~uotisp_lib.matching.PairGraph`: one target per
+    source stem with probability proportional to its weight, drawn from the trainer's (checkpointed)
+    torch generator. Targets outside ``allowed_targets`` (e.g. the proxy's held-out images) get
+    weight 0; a source left with no target raises ``KeyError`` naming it."""
+    w = torch.as_tensor(np.asarray(graph.weights, dtype=np.float64))
+    targets = np.asarray(graph.targets)
+    if allowed_targets is not None:
+        keep = torch.as_tensor(np.isin(targets, list(allowed_targets)))
+        w = w * keep
+    empty = (w.sum(1) <= 0).nonzero().flatten().tolist()
+    if empty:
+        raise KeyError(f"pair graph: source {str(graph.sources[empty[0]])!r} has no allowed target")
+    cum = torch.cumsum(w / w.sum(1, keepdim=True), 1)
+    index = graph.index
+
+    def pair(stems, gen: torch.Generator) -> list[str]:
+        rows = torch.as_tensor([index[s] for s in stems], dtype=torch.long)
+        u = torch.rand(len(rows), generator=gen, dtype=torch.float64)
+        col = (u[:, None] >= cum[rows]).sum(1).clamp(max=cum.shape[1] - 1)
+        return [str(t) for t in targets[rows.numpy(), col.numpy()]]
+
+    return pair
+
+
+def random_pair_fn(target_stems):
+    """Uniform random pairing (the floor baseline), from the trainer's generator."""
+    stems = list(target_stems)
+
+    def pair(sources, gen: torch.Generator) -> list[str]:
+        return [stems[i] for i in torch.randint(0, len(stems), (len(sources),), generator=gen).tolist()]
+
+    return pair

@@ -63,24 +63,36 @@ class PseudoPairConfig:
         return self.stage1_epochs + self.stage2_epochs
 
 
-def random_crops(x: torch.Tensor, size: int, gen: torch.Generator, scale: int = 1, y: torch.Tensor | None = None):
-    """Per-image random crops: ``size`` output pixels of ``y`` ``[B,C,H,W]`` and the matching
-    ``size // scale`` of ``x`` (``scale`` = output / input resolution, 2 for packed RAW inputs).
-    With ``y=None`` only ``x`` is cropped (``size // scale`` pixels). Positions come from ``gen``
-    and are multiples of ``scale`` so the two crops stay aligned. Returns ``(x_crop, y_crop)``."""
-    if size % scale:
-        raise ValueError(f"random_crops: size {size} must be a multiple of the scale {scale}")
-    h, w = x.shape[-2] * scale, x.shape[-1] * scale
+def aligned_crops(tensors: Sequence[tuple[torch.Tensor, int]], size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Per-image random crops of ``size`` output pixels, aligned across tensors of different
+    resolutions: each ``(t, scale)`` is ``[B,C,H/scale,W/scale]`` (``scale`` 2 for packed RAW next to
+    sRGB) and gets ``size // scale`` pixels at the same place. Positions come from ``gen`` and are
+    multiples of the largest scale."""
+    if not tensors:
+        raise ValueError("aligned_crops: nothing to crop")
+    step = max(s for _, s in tensors)
+    if size % step:
+        raise ValueError(f"aligned_crops: size {size} must be a multiple of the scale {step}")
+    t0, s0 = tensors[0]
+    h, w = t0.shape[-2] * s0, t0.shape[-1] * s0
     if size > min(h, w):
-        raise ValueError(f"random_crops: crop {size} exceeds the patch size {h}x{w}")
-    n = x.shape[0]
-    top = torch.randint(0, (h - size) // scale + 1, (n,), generator=gen) * scale
-    left = torch.randint(0, (w - size) // scale + 1, (n,), generator=gen) * scale
-    c = size // scale
-    xs = torch.stack([x[i, :, t // scale : t // scale + c, l // scale : l // scale + c] for i, (t, l) in enumerate(zip(top.tolist(), left.tolist()))])
+        raise ValueError(f"aligned_crops: crop {size} exceeds the patch size {h}x{w}")
+    n = t0.shape[0]
+    top = (torch.randint(0, (h - size) // step + 1, (n,), generator=gen) * step).tolist()
+    left = (torch.randint(0, (w - size) // step + 1, (n,), generator=gen) * step).tolist()
+    out = []
+    for t, s in tensors:
+        c = size // s
+        out.append(torch.stack([t[i, :, a // s : a // s + c, b // s : b // s + c] for i, (a, b) in enumerate(zip(top, left))]))
+    return out
+
+
+def random_crops(x: torch.Tensor, size: int, gen: torch.Generator, scale: int = 1, y: torch.Tensor | None = None):
+    """Random crops of ``x`` (at ``1/scale`` of the output resolution) and, if given, the aligned
+    crops of ``y`` (output resolution); see :func:`aligned_crops`. Returns ``(x_crop, y_crop)``."""
     if y is None:
-        return xs, None
-    ys = torch.stack([y[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(zip(top.tolist(), left.tolist()))])
+        return aligned_crops([(x, scale)], size, gen)[0], None
+    xs, ys = aligned_crops([(x, scale), (y, 1)], size, gen)
     return xs, ys
 
 
@@ -337,6 +349,7 @@ class UOTTrainConfig:
     paired_fraction: float = 1.0  # paired mode: fraction of sources whose ground truth is used
     paired_l1: float = 1.0
     paired_ssim: float = 0.0
+    crop: int | None = None  # random square crops of this many output pixels (None: whole patches)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -421,11 +434,18 @@ class UOTTrainer(EpochTrainer):
 
     def train_step(self, stems: list[str], epoch: int) -> dict[str, float]:
         cfg, dev, opts = self.cfg, self.device, self.state.optimizers
-        x = self.raw.select(stems).to(dev)
-        inp = self.sources.select(stems).to(dev)
-        ref = self.references.select(stems).to(dev)
+        x, inp, ref = self.raw.select(stems), self.sources.select(stems), self.references.select(stems)
         pick = torch.randint(0, len(self.targets), (len(stems),), generator=self.state.generators["pairs"])
-        y = self.targets.images[pick].to(dev)
+        y = self.targets.images[pick]
+        gt_all = self.paired.select(stems) if self.paired_stems else None
+        if cfg.crop:
+            gen = self.state.generators["order"]
+            scale_in = 2 if inp.shape[-1] * 2 == ref.shape[-1] else 1
+            parts = [(x, 2), (inp, scale_in), (ref, 1)] + ([(gt_all, 1)] if gt_all is not None else [])
+            x, inp, ref, *rest = aligned_crops(parts, cfg.crop, gen)
+            gt_all = rest[0] if rest else None
+            (y,) = aligned_crops([(y, 1)], cfg.crop, gen)
+        x, inp, ref, y = x.to(dev), inp.to(dev), ref.to(dev), y.to(dev)
         logs: dict[str, float] = {}
         # potential step (and the experts' discriminator step) on a detached map output
         with torch.no_grad():
@@ -455,7 +475,7 @@ class UOTTrainer(EpochTrainer):
                 total = total + g_loss
                 logs.update({f"experts/{k}": v for k, v in lg.items()})
             if bool(mask.any()):
-                gt = self.paired.select([s for s, m in zip(stems, mask.tolist()) if m]).to(dev)
+                gt = gt_all[mask.cpu()].to(dev)
                 sup = uot.paired_loss(fake[mask], gt, cfg.paired_l1, cfg.paired_ssim)
                 total = total + sup
                 logs["paired"] = float(sup.detach())

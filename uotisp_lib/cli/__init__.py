@@ -1,6 +1,6 @@
 """The ``uotisp`` command. One module per subcommand, each with ``add_parser(sub)`` and ``run(args)``.
 
-Subcommands: synth, stitch, reproduce (later: preprocess, match, train, eval, infer).
+Subcommands: synth, stitch, match, infer, reproduce.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS = {
     "synth": "synth",
     "stitch": "stitch",
+    "match": "match",
     "infer": "infer",
     "reproduce": "reproduce",
 }

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from uotisp_lib.config import get_profile
+from uotisp_lib.data import build_benchmark
+from uotisp_lib.experiments import graph_pair_fn, load_training_data, random_pair_fn
+from uotisp_lib.matching import PairGraph
+
+
+def _graph():
+    sources = np.array(["a_0", "a_1"])
+    targets = np.array([["t_0", "t_1", ""], ["t_2", "t_0", "t_1"]])
+    weights = np.array([[0.75, 0.25, 0.0], [0.5, 0.3, 0.2]])
+    return PairGraph(sources, targets, weights, {})
+
+
+def test_graph_sampler_frequencies_follow_weights_and_allowed_set():
+    pair = graph_pair_fn(_graph())
+    g = torch.Generator().manual_seed(0)
+    draws = pair(["a_0"] * 4000, g)
+    assert set(draws) == {"t_0", "t_1"}
+    assert draws.count("t_0") / 4000 == pytest.approx(0.75, abs=0.03)
+    only = graph_pair_fn(_graph(), allowed_targets={"t_1", "t_2"})
+    d = only(["a_1"] * 3000, torch.Generator().manual_seed(1))
+    assert set(d) == {"t_1", "t_2"} and d.count("t_2") / 3000 == pytest.approx(0.5 / 0.7, abs=0.03)
+    with pytest.raises(KeyError, match="'a_0' has no allowed target"):
+        graph_pair_fn(_graph(), allowed_targets={"t_2"})
+    again = graph_pair_fn(_graph())(["a_1"] * 50, torch.Generator().manual_seed(5))
+    assert again == pair(["a_1"] * 50, torch.Generator().manual_seed(5))
+
+
+def test_random_pairs_and_training_data_split(tmp_path):
+    root = build_benchmark(tmp_path / "b", get_profile("smoke").synth, seed=3)
+    data = load_training_data(root, proxy_fraction=0.25, seed=0)
+    target_imgs = {s.rsplit("_", 1)[0] for s in data.targets.stems}
+    proxy_imgs = {s.rsplit("_", 1)[0] for s in data.proxy.stems}
+    assert target_imgs and proxy_imgs and not (target_imgs & proxy_imgs)
+    assert set(data.raw_val.stems) == set(data.gt_val.stems)
+    assert data.outlier_images and data.without_outliers().targets.stems
+    assert not {s.rsplit("_", 1)[0] for s in data.without_outliers().targets.stems} & set(data.outlier_images)
+    pairs = random_pair_fn(data.targets.stems)(data.raw_train.stems[:5], torch.Generator().manual_seed(0))
+    assert len(pairs) == 5 and set(pairs) <= set(data.targets.stems)
