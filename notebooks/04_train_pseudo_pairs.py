@@ -106,7 +106,8 @@ pairings = {"random": random_pair_fn(data.targets.stems)}
 graph_diag = {}
 for method, name in (("knn", "kNN"), ("fgw", "OT (FGW)")):
     graph, diag = build_pair_graph(root, method, k=run.profile.match.k_images, k_patch=run.profile.match.k_patches,
-                                   backend=run.profile.match.backend, seed=run.seed, device=run.device)
+                                   backend=run.profile.match.backend, seed=run.seed, device=run.device,
+                                   target_ids=data.target_image_ids)
     pairings[name] = graph_pair_fn(graph, allowed)
     graph_diag[name] = diag["backends"]
 base = PseudoPairConfig(

@@ -43,3 +43,18 @@ def test_random_pairs_and_training_data_split(tmp_path):
     assert not {s.rsplit("_", 1)[0] for s in data.without_outliers().targets.stems} & set(data.outlier_images)
     pairs = random_pair_fn(data.targets.stems)(data.raw_train.stems[:5], torch.Generator().manual_seed(0))
     assert len(pairs) == 5 and set(pairs) <= set(data.targets.stems)
+
+
+def test_pair_graph_restricted_to_training_targets(tmp_path, monkeypatch):
+    from uotisp_lib.matching import build_pair_graph
+
+    monkeypatch.setenv("UOTISP_CACHE", str(tmp_path / "cache"))
+    root = build_benchmark(tmp_path / "b", get_profile("smoke").synth, seed=3)
+    data = load_training_data(root, proxy_fraction=0.5, seed=0)
+    graph, diag = build_pair_graph(root, "ot", k=2, k_patch=4, target_ids=data.target_image_ids)
+    used = {str(t).rsplit("_", 1)[0] for t in np.asarray(graph.targets).ravel() if t}
+    assert used and used <= set(data.target_image_ids) and diag["n_target_images"] == len(data.target_image_ids)
+    pair = graph_pair_fn(graph, set(data.targets.stems))  # every source keeps an allowed target
+    assert set(pair(list(graph.sources), torch.Generator().manual_seed(0))) <= set(data.targets.stems)
+    with pytest.raises(ValueError, match="none of the 1 target_ids"):
+        build_pair_graph(root, "ot", k=2, target_ids=["nope"])

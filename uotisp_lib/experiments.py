@@ -41,6 +41,11 @@ class TrainingData:
     gt_train: PatchSet | None
     outlier_images: tuple[str, ...]
 
+    @property
+    def target_image_ids(self) -> list[str]:
+        """Ids of the target images used for training (the proxy's held-out images excluded)."""
+        return sorted({s.rsplit("_", 1)[0] for s in self.targets.stems})
+
     def without_outliers(self) -> "TrainingData":
         """The same data with the outlier target images removed from ``targets``."""
         bad = set(self.outlier_images)

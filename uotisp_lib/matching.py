@@ -18,6 +18,7 @@ Tensors in, tensors out; every solver runs on the descriptors' device (POT's tor
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io as _io
 import json
 import logging
@@ -705,12 +706,14 @@ def build_pair_graph(
     eps: float = 0.05,
     alpha: float = 0.5,
     split: str = "train",
+    target_ids: Sequence[str] | None = None,
 ) -> tuple[PairGraph, dict[str, Any]]:
     """End to end over a UP-ISP layout: RAW patches -> preprocessing -> stitched images ->
     descriptors -> :func:`match_images` (``method``) -> :func:`match_patches` -> patch
     :class:`PairGraph`. Returns ``(graph, diagnostics)`` with timings, backends and
     :func:`collapse_stats` at image and patch level. ``cache="default"`` uses
     :class:`~uotisp_lib.features.DescriptorCache` under ``cache_dir()``; ``None`` disables it.
+    ``target_ids`` restricts the targets to those images (e.g. to hold some out for validation).
     """
     from uotisp_lib.features import Descriptor, DescriptorCache
 
@@ -725,6 +728,12 @@ def build_pair_graph(
         preprocessor = Preprocessor()
     src = load_image_set(root, split, "raws", preprocessor)
     tgt = load_image_set(root, split, "jpegs")
+    if target_ids is not None:
+        wanted = set(target_ids)
+        keep = [i for i, t in enumerate(tgt.ids) if t in wanted]
+        if not keep:
+            raise ValueError(f"build_pair_graph: none of the {len(wanted)} target_ids is a target image of {root}")
+        tgt = ImageSet(*([getattr(tgt, f.name)[i] for i in keep] for f in dataclasses.fields(ImageSet)))
     t_load = time.perf_counter()
     pre = {"preprocessor": repr(preprocessor)}
     src_img, src_patch = describe_image_set(src, descriptor, cache, pre)
