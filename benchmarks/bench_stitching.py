@@ -13,7 +13,8 @@ and the rate per image does not depend on the count once the page cache is warm.
 
 Every file is read once before timing (warm page cache, so "load" measures np.load, not the disk).
 Rows: load-only rates (full ``np.load``; ``np.load(mmap_mode="r")`` touching only the border
-strips), then :func:`uotisp_lib.stitching.infer_grids` per image *including* that loading, for
+strips; the library's fast path :func:`uotisp_lib.io.read_raw_strips`, which mmaps each file,
+checks its header bytes against the first file's and copies only the border strips), then :func:`uotisp_lib.stitching.infer_grids` per image *including* that loading, for
 our ``evidence`` ranking and the Borelli ``mean`` one, with % correct. Torch runs on
 ``--threads`` threads (1: the per-core number). Peak memory of a separate, untimed pass:
 tracemalloc peak (NumPy and Python allocations) and the process's max RSS (includes the torch
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import multiprocessing as mp
 import resource
 import shutil
@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numpy.lib import format as npformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from uotisp_lib import io as uio  # noqa: E402
 from uotisp_lib import stitching as st  # noqa: E402
 from uotisp_lib.config import CHALLENGE_LAYOUTS  # noqa: E402
 
@@ -110,79 +110,26 @@ def _paths(root: Path, layouts: dict[str, list[int]]) -> list[list[Path]]:
     return [[root / f"{k}_{i}.npy" for i in range(r * c)] for k, (r, c) in layouts.items()]
 
 
-class FastReader:
-    """Read patch files through ``mmap``, touching only the border strips (I/O, benchmark-only).
-
-    ``np.load`` spends most of its time per small file parsing the header (``ast.literal_eval``)
-    and, with ``mmap_mode``, building an ``np.memmap``; here the first file's header is parsed with
-    ``numpy.lib.format`` and every other file's header bytes must equal it (same shape, dtype and
-    order), which is one bytes comparison. A file that differs raises ``ValueError`` naming it.
-    """
-
-    def __init__(self, first: Path) -> None:
-        with open(first, "rb") as f:
-            version = npformat.read_magic(f)
-            read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-            self.offset = f.tell()
-            f.seek(0)
-            self.header = f.read(self.offset)
-        if fortran or len(shape) != 3 or shape[2] != 4 or dtype != np.uint16:
-            raise ValueError(f"{first}: expected a C-order uint16 HxWx4 .npy, got {shape} {dtype} fortran={fortran}")
-        self.shape, self.dtype = shape, dtype
-
-    def __call__(self, path: Path, use) -> None:
-        """Map ``path`` and call ``use(array)`` with a read-only HxWx4 view (valid during the call)."""
-        with open(path, "rb") as f:
-            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            if m[: self.offset] != self.header:
-                raise ValueError(f"{path}: .npy header differs from the first file's ({self.shape}, {self.dtype})")
-            a = np.frombuffer(m, self.dtype, count=int(np.prod(self.shape)), offset=self.offset).reshape(self.shape)
-            use(a)
-            del a
-        finally:
-            m.close()
-
-
-def _reader(kind: str, first: Path):
-    """``read(path, use)`` for kind ``np.load``, ``np.load-mmap`` or ``mmap``."""
-    if kind == "mmap":
-        return FastReader(first)
+def read_strips(paths: list[Path], kind: str, b: int = st.DEFAULT_BORDER) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline strip reads through ``np.load`` (kind ``np.load`` or ``np.load-mmap``): the four border
+    strips (all 4 channels) of one image's patch files, ``lr [2, N, h, b, 4]`` (right, left) and
+    ``bt [2, N, b, w, 4]`` (bottom, top), uint16. The fast path is the library's
+    :func:`uotisp_lib.io.read_raw_strips`."""
     mode = "r" if kind == "np.load-mmap" else None
-    return lambda p, use: use(np.load(p, mmap_mode=mode))
-
-
-def read_strips(
-    paths: list[Path], kind: str, b: int = st.DEFAULT_BORDER, out: tuple[np.ndarray, np.ndarray] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Copy the four border strips (all 4 channels) of one image's patch files:
-    ``lr [2, N, h, b, 4]`` (right, left) and ``bt [2, N, b, w, 4]`` (bottom, top), uint16
-    (into ``out`` when given)."""
-    read = _reader(kind, paths[0])
-    if out is None:
-        h, w = (read.shape if kind == "mmap" else np.load(paths[0], mmap_mode="r").shape)[:2]
-        out = np.empty((2, len(paths), h, b, 4), np.uint16), np.empty((2, len(paths), b, w, 4), np.uint16)
-    lr, bt = out
+    h, w = np.load(paths[0], mmap_mode="r").shape[:2]
+    lr, bt = np.empty((2, len(paths), h, b, 4), np.uint16), np.empty((2, len(paths), b, w, 4), np.uint16)
     for k, p in enumerate(paths):
-
-        def use(a: np.ndarray, k: int = k) -> None:
-            lr[0, k], lr[1, k] = a[:, -b:], a[:, :b]
-            bt[0, k], bt[1, k] = a[-b:], a[:b]
-
-        read(p, use)
+        a = np.load(p, mmap_mode=mode)
+        lr[0, k], lr[1, k] = a[:, -b:], a[:, :b]
+        bt[0, k], bt[1, k] = a[-b:], a[:b]
+        del a
     return lr, bt
 
 
 def to_strips(lr: np.ndarray, bt: np.ndarray) -> st.Strips:
-    """Score-map strips ``(Gr + Gb) / 2`` in [0, 1] from :func:`read_strips` output
-    (``[2, N, ...]`` for one image, ``[2, B, N, ...]`` for a batch) -> Strips ``[B, N, b, L]``."""
-    if lr.ndim == 5:
-        lr, bt = lr[:, None], bt[:, None]
-    scale = 0.5 / RAW_MAX
-    g_lr = torch.from_numpy(lr[..., 1].astype(np.float32) + lr[..., 2]).mul_(scale).transpose(-1, -2).contiguous()
-    g_bt = torch.from_numpy(bt[..., 1].astype(np.float32) + bt[..., 2]).mul_(scale)
-    return st.Strips(right=g_lr[0], left=g_lr[1], bottom=g_bt[0], top=g_bt[1])
+    """Score-map strips from :func:`read_strips` output, via the library's conversion."""
+    raw = uio.RawStrips(lr[0], lr[1], bt[0], bt[1], (lr.shape[2], bt.shape[3], 4), ())
+    return st.strips_from_raw(raw)
 
 
 def load_only(images: list[list[Path]], kind: str) -> None:
@@ -191,6 +138,9 @@ def load_only(images: list[list[Path]], kind: str) -> None:
         for paths in images:
             for p in paths:
                 np.load(p)
+    elif kind == "mmap":
+        for paths in images:
+            uio.read_raw_strips(paths, st.DEFAULT_BORDER)
     else:
         for paths in images:
             read_strips(paths, kind)
@@ -202,28 +152,25 @@ def infer_all(images: list[list[Path]], kind: str, method: str) -> list[tuple[in
     reader = "np.load" if kind == "np.load-full" else kind
     out = []
     for paths in images:
-        g = st.infer_grids(to_strips(*read_strips(paths, reader)), method=method)[0]
+        if kind == "mmap":
+            g = st.infer_grid_from_files(paths, method=method)
+        else:
+            g = st.infer_grids(to_strips(*read_strips(paths, reader)), method=method)[0]
         out.append((g.rows, g.cols))
     return out
 
 
-def infer_batched(images: list[list[Path]], kind: str, method: str, chunk: int = 16) -> list[tuple[int, int]]:
-    """Like :func:`infer_all` but images with the same N are scored ``chunk`` at a time
-    (:func:`uotisp_lib.stitching.infer_grids` on a batch)."""
+def infer_batched(images: list[list[Path]], method: str, chunk: int = 16) -> list[tuple[int, int]]:
+    """Like :func:`infer_all` (library fast path) but images with the same N are scored ``chunk`` at
+    a time (:func:`uotisp_lib.stitching.infer_grids_from_files`)."""
     out: list[tuple[int, int]] = [(0, 0)] * len(images)
     by_n: dict[int, list[int]] = {}
     for i, paths in enumerate(images):
         by_n.setdefault(len(paths), []).append(i)
-    h, w = np.load(images[0][0], mmap_mode="r").shape[:2]
-    b = st.DEFAULT_BORDER
-    for n, idx in by_n.items():
-        lr = np.empty((2, chunk, n, h, b, 4), np.uint16)
-        bt = np.empty((2, chunk, n, b, w, 4), np.uint16)
+    for idx in by_n.values():
         for start in range(0, len(idx), chunk):
             part = idx[start : start + chunk]
-            for j, i in enumerate(part):
-                read_strips(images[i], kind, out=(lr[:, j], bt[:, j]))
-            for i, g in zip(part, st.infer_grids(to_strips(lr[:, : len(part)], bt[:, : len(part)]), method=method)):
+            for i, g in zip(part, st.infer_grids_from_files([images[i] for i in part], method=method)):
                 out[i] = (g.rows, g.cols)
     return out
 
@@ -280,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         labels = {
             "np.load-full": "np.load (full)",
             "np.load-mmap": "np.load(mmap_mode='r'), border strips",
-            "mmap": "mmap + header check, border strips",
+            "mmap": "io.read_raw_strips (mmap + header check), border strips",
         }
         for kind, t in loads.items():
             rows.append((f"load only: {labels[kind]}", t, t, None))
@@ -292,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
                 correct = 100.0 * sum(a == b for a, b in zip(res, truth)) / n
                 rows.append((f"infer_grid `{method}` incl. loading: {labels[kind]}", t, loads[kind], correct))
         res = []
-        t = _best_time(lambda: res.__setitem__(slice(None), infer_batched(images, "mmap", "evidence")), args.repeats)
+        t = _best_time(lambda: res.__setitem__(slice(None), infer_batched(images, "evidence")), args.repeats)
         correct = 100.0 * sum(a == b for a, b in zip(res, truth)) / n
         name = f"infer_grids `evidence` batched by N (16 images) incl. loading: {labels['mmap']}"
         rows.append((name, t, loads["mmap"], correct))

@@ -415,3 +415,88 @@ def test_save_image_interrupted_encoding_keeps_old_file(tmp_path, monkeypatch):
         uio.save_image(path, np.zeros((4, 4, 3), np.uint8))
     assert path.read_bytes() == before
     assert [p for p in os.listdir(tmp_path) if re.search(r"\.tmp$", p)] == []
+
+
+# --------------------------------------------------------------------------------------------------
+# read_raw_strips: border strips only (fast path of grid inference)
+# --------------------------------------------------------------------------------------------------
+
+
+def _patches(tmp_path, n=3, shape=(6, 5, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = [rng.integers(0, uio.RAW_MAX + 1, shape, dtype=np.uint16) for _ in range(n)]
+    return arrays, [uio.save_raw(tmp_path / f"p_{i}.npy", a) for i, a in enumerate(arrays)]
+
+
+@pytest.mark.parametrize("border", [1, 2, 5])
+def test_read_raw_strips_equal_slices_of_read_raw(tmp_path, border):
+    arrays, paths = _patches(tmp_path)
+    s = uio.read_raw_strips(paths, border)
+    full = np.stack([uio.read_raw(p) for p in paths])
+    assert s.shape == (6, 5, 4) and s.paths == tuple(paths)
+    assert all(x.dtype == np.uint16 for x in (s.right, s.left, s.bottom, s.top))
+    assert np.array_equal(s.right, full[:, :, -border:]) and np.array_equal(s.left, full[:, :, :border])
+    assert np.array_equal(s.bottom, full[:, -border:]) and np.array_equal(s.top, full[:, :border])
+
+
+def test_read_raw_strips_other_integer_dtypes_and_fortran_order(tmp_path):
+    a = np.arange(6 * 5 * 4, dtype=np.int32).reshape(6, 5, 4)
+    for i in range(2):
+        np.save(tmp_path / f"i_{i}.npy", np.asfortranarray(a + i))
+    s = uio.read_raw_strips([tmp_path / "i_0.npy", tmp_path / "i_1.npy"], 2)
+    assert s.right.dtype == np.uint16 and np.array_equal(s.right[1], (a + 1)[:, -2:])
+    assert np.array_equal(s.top[0], a[:2])
+
+
+def test_read_raw_strips_errors_name_the_file(tmp_path):
+    _, paths = _patches(tmp_path)
+    other = uio.save_raw(tmp_path / "other.npy", np.zeros((6, 7, 4), np.uint16))
+    want = rf"^{re.escape(str(other))}: \.npy header \(shape \(6, 7, 4\).* differs from \(shape \(6, 5, 4\).* of {re.escape(str(paths[0]))}"
+    with pytest.raises(uio.RawFormatError, match=want):
+        uio.read_raw_strips([*paths, other], 2)
+    np.save(tmp_path / "i32.npy", np.zeros((6, 5, 4), np.int32))
+    with pytest.raises(uio.RawFormatError, match=r"i32\.npy: \.npy header \(shape \(6, 5, 4\), dtype int32"):
+        uio.read_raw_strips([paths[0], tmp_path / "i32.npy"], 2)
+    (tmp_path / "junk.npy").write_bytes(b"not a numpy file at all, but long enough to compare" * 4)
+    with pytest.raises(uio.RawFormatError, match=rf"^{re.escape(str(tmp_path / 'junk.npy'))}: could not be read as \.npy"):
+        uio.read_raw_strips([paths[0], tmp_path / "junk.npy"], 2)
+    with pytest.raises(uio.RawFormatError, match=r"junk\.npy: could not be read as \.npy"):
+        uio.read_raw_strips([tmp_path / "junk.npy"], 2)
+    data = paths[1].read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-10])
+    with pytest.raises(uio.RawFormatError, match=r"cut\.npy: could not be read as \.npy \(truncated"):
+        uio.read_raw_strips([paths[0], tmp_path / "cut.npy"], 2)
+    with pytest.raises(FileNotFoundError, match=r"gone\.npy: no such file"):
+        uio.read_raw_strips([paths[0], tmp_path / "gone.npy"], 2)
+    np.save(tmp_path / "flat.npy", np.zeros((6, 5), np.uint16))
+    with pytest.raises(uio.RawFormatError, match=r"flat\.npy: expected HxWx4 .* got shape \(6, 5\)"):
+        uio.read_raw_strips([tmp_path / "flat.npy"], 2)
+    np.save(tmp_path / "f.npy", np.zeros((6, 5, 4), np.float32))
+    with pytest.raises(uio.RawFormatError, match=r"f\.npy: expected an integer dtype"):
+        uio.read_raw_strips([tmp_path / "f.npy"], 2)
+    with pytest.raises(ValueError, match="no paths given"):
+        uio.read_raw_strips([], 2)
+
+
+def test_read_raw_strips_border_and_range(tmp_path):
+    _, paths = _patches(tmp_path)
+    with pytest.raises(ValueError, match=r"read_raw_strips: border 6 exceeds the 6x5 patches of .*p_0\.npy"):
+        uio.read_raw_strips(paths, 6)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="border must be a positive integer"):
+            uio.read_raw_strips(paths, bad)
+    hot = np.zeros((6, 5, 4), np.uint16)
+    hot[0, 0, 1] = 2000
+    np.save(tmp_path / "hot.npy", hot)
+    with pytest.raises(uio.RawFormatError, match=r"hot\.npy: values outside the 10-bit range 0\.\.1023 in its border strips: found min 0, max 2000"):
+        uio.read_raw_strips([paths[0], tmp_path / "hot.npy"], 2)
+    assert uio.read_raw_strips([tmp_path / "hot.npy"], 2, bits=11).top[0, 0, 0, 1] == 2000
+    neg = np.zeros((6, 5, 4), np.int32)
+    neg[5, 4, 3] = -3  # other integer dtypes are range-checked before the cast to uint16
+    np.save(tmp_path / "neg.npy", neg)
+    with pytest.raises(uio.RawFormatError, match=r"neg\.npy: values outside .* found min -3, max 0"):
+        uio.read_raw_strips([tmp_path / "neg.npy"], 2)
+    inner = np.zeros((6, 5, 4), np.uint16)
+    inner[3, 2, 0] = 4000  # interior pixel: never read (documented)
+    np.save(tmp_path / "inner.npy", inner)
+    assert uio.read_raw_strips([tmp_path / "inner.npy"], 2).right.max() == 0

@@ -521,3 +521,78 @@ def test_evaluate_grid_choice_on_rendered_cases():
     rows = evaluate_grid_choice(cases, methods=("evidence",))
     assert len(rows) == 4 and all(r["correct"] for r in rows)
     assert {r["layout"] for r in rows} == {"2x7", "3x1"} and {r["kind"] for r in rows} == {"raw", "rgb"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Fast path: grids from the border strips of RAW patch files
+# --------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_cases():
+    from uotisp_lib.data.synth import grid_cases
+
+    return tuple(grid_cases([(2, 7), (7, 2), (5, 7), (3, 4)], 1, 16, seed=3))
+
+
+def _save_case(folder, case):
+    packed = case.raw.permute(0, 2, 3, 1).numpy().astype(np.uint16)
+    return [uio.save_raw(folder / f"{case.image_id}_{i}.npy", p) for i, p in enumerate(packed)]
+
+
+@pytest.mark.parametrize("method", st.METHODS)
+def test_infer_grid_from_files_equals_the_full_load_path(tmp_path, method):
+    files = [_save_case(tmp_path, c) for c in _grid_cases()]
+    for case, paths in zip(_grid_cases(), files):
+        full = torch.from_numpy(uio.load_raw_batch(paths).astype(np.float32)).permute(0, 3, 1, 2) / uio.RAW_MAX
+        for border in (2, 4, 16):
+            want = st.infer_grid(full, kind="raw", border=border, method=method)
+            got = st.infer_grid_from_files(paths, border=border, method=method)
+            assert got == want  # same grid, scores (bit for bit), confidence and flags
+            if border == 4:
+                assert (got.rows, got.cols) == (case.rows, case.cols)
+    # batched: images with the same N in one call, same choices as one at a time (scores may differ
+    # in the last bits: a batched matmul sums in another order)
+    same_n = [files[0], files[1]]
+    many = st.infer_grids_from_files(same_n, method=method)
+    for a, b in zip(many, [st.infer_grid_from_files(p, method=method) for p in same_n], strict=True):
+        assert [c[:2] for c in a.candidates] == [c[:2] for c in b.candidates]
+        assert [c[2] for c in a.candidates] == pytest.approx([c[2] for c in b.candidates], rel=1e-5)
+        assert a.confidence == pytest.approx(b.confidence, rel=1e-4, abs=1e-6)
+    assert st.infer_grids_from_files([]) == []
+    with pytest.raises(ValueError, match=r"every image needs the same N >= 1 patch files, got N in \[14, 35\]"):
+        st.infer_grids_from_files([files[0], files[2]])
+
+
+def test_infer_grid_from_files_errors_name_the_file(tmp_path):
+    paths = _save_case(tmp_path, _grid_cases()[3])
+    odd = uio.save_raw(tmp_path / "odd.npy", np.zeros((16, 12, 4), np.uint16))
+    with pytest.raises(uio.RawFormatError, match=r"odd\.npy: \.npy header \(shape \(16, 12, 4\).*differs"):
+        st.infer_grid_from_files([*paths[:-1], odd])
+    (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY garbage" * 20)
+    with pytest.raises(uio.RawFormatError, match=r"bad\.npy: could not be read as \.npy"):
+        st.infer_grid_from_files([*paths[:-1], tmp_path / "bad.npy"])
+    with pytest.raises(ValueError, match=r"read_raw_strips: border 17 exceeds the 16x16 patches of .*_0\.npy"):
+        st.infer_grid_from_files(paths, border=17)
+    with pytest.raises(ValueError, match="border must be an integer >= 2, got 1"):
+        st.infer_grid_from_files(paths, border=1)
+    with pytest.raises(ValueError, match="unknown method 'median'"):
+        st.infer_grid_from_files(paths, method="median")
+
+
+def test_cli_layouts_only_writes_the_same_csv_and_no_images(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    _write_raw_image(src, "scene_a", 2, 7, "astronaut", 0)
+    _write_raw_image(src, "scene_b", 7, 2, "coffee", 1)
+    uio.save_raw(src / "odd_0.npy", np.zeros((8, 8, 4), np.uint16))
+    uio.save_raw(src / "odd_1.npy", np.zeros((8, 10, 4), np.uint16))
+    assert _cli("--input", str(src), "--output", str(tmp_path / "full")) == 1
+    assert _cli("--input", str(src), "--output", str(tmp_path / "fast"), "--layouts-only") == 1
+    assert "inferred grids of 2 of 3 images (raw)" in capsys.readouterr().out
+    full, fast = _read_csv(tmp_path / "full" / "layouts.csv"), _read_csv(tmp_path / "fast" / "layouts.csv")
+    for k in ("scene_a", "scene_b"):
+        assert fast[k] == full[k]
+    assert (fast["scene_a"]["rows"], fast["scene_a"]["cols"]) == ("2", "7")
+    assert fast["odd"]["status"].startswith(f"skipped: {src / 'odd_1.npy'}: .npy header (shape (8, 10, 4)")
+    assert sorted(p.name for p in (tmp_path / "fast").iterdir()) == ["layouts.csv"]

@@ -60,7 +60,9 @@ seams (skimage's Hubble deep field: black sky, point sources) carry little seam 
 Everything is vectorised: the four border strips are cut once (:class:`Strips`, ``[B, N, b, L]``),
 the ``N - 1`` consecutive horizontal pairs are scored once, the vertical pairs of every factor
 ``C`` in one gather, and all grids at once through a ``[K, |U|]`` claim mask. ``B`` images with
-the same ``N`` are scored together by :func:`infer_grids`.
+the same ``N`` are scored together by :func:`infer_grids`. For RAW ``.npy`` patch files,
+:func:`infer_grid_from_files` / :func:`infer_grids_from_files` read only those strips
+(:func:`uotisp_lib.io.read_raw_strips`) and give the same :class:`GridChoice` as a full load.
 """
 
 from __future__ import annotations
@@ -181,7 +183,8 @@ class Strips:
     (so ``right[..., b-1, :]`` and ``left[..., 0, :]`` touch the seam); ``bottom`` / ``top`` are the
     last / first ``b`` rows. Vertical seams are thus scored exactly like horizontal ones, and every
     line is contiguous. Build with :func:`border_strips`, or directly from slices of files (only these
-    pixels matter to :func:`infer_grids`).
+    pixels matter to :func:`infer_grids`): :func:`strips_from_raw` on
+    :func:`uotisp_lib.io.read_raw_strips`, as :func:`infer_grid_from_files` does.
     """
 
     right: Tensor
@@ -363,6 +366,68 @@ def infer_grid(
     """
     x = _as_stack(patches, "infer_grid")
     return infer_grids(x[None], kind, border, min_confidence, method)[0]
+
+
+def strips_from_raw(raw, images: int = 1) -> Strips:
+    """:class:`Strips` of the ``(Gr + Gb) / 2`` score map, in ``[0, 1]``, from the ``uint16`` border
+    strips of :func:`uotisp_lib.io.read_raw_strips` (``images * N`` files, image-major).
+
+    Computed elementwise as the full path does (``x / RAW_MAX`` in float32, then :func:`score_map`),
+    so the strips equal :func:`border_strips` of the fully loaded patches value for value.
+    """
+    from uotisp_lib.io import RAW_MAX
+
+    n_files = raw.right.shape[0]
+    if images < 1 or n_files % images:
+        raise ValueError(f"strips_from_raw: {n_files} files cannot be split into {images} images of equal N")
+
+    def gmap(a, transpose: bool) -> Tensor:
+        x = torch.from_numpy(a[..., 1:3].astype("float32")) / RAW_MAX  # [M, ., ., 2] (Gr, Gb)
+        m = 0.5 * (x[..., 0] + x[..., 1])
+        m = m.reshape(images, n_files // images, *m.shape[1:])
+        return m.transpose(-1, -2).contiguous() if transpose else m
+
+    return Strips(
+        right=gmap(raw.right, True), left=gmap(raw.left, True), bottom=gmap(raw.bottom, False), top=gmap(raw.top, False)
+    )
+
+
+def infer_grids_from_files(
+    images: Sequence[Sequence],
+    border: int = DEFAULT_BORDER,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    method: str = "evidence",
+    bits: int = 10,
+) -> list[GridChoice]:
+    """Batched :func:`infer_grid_from_files` for images with the same number of patches: ``images``
+    is a sequence of row-major path lists. All files must share one shape (one header parse)."""
+    from uotisp_lib.io import read_raw_strips
+
+    _validate_method(method, "infer_grids_from_files")
+    groups = [list(g) for g in images]
+    if not groups:
+        return []
+    sizes = sorted({len(g) for g in groups})
+    if sizes[0] == 0 or len(sizes) > 1:
+        raise ValueError(f"infer_grids_from_files: every image needs the same N >= 1 patch files, got N in {sizes}")
+    if isinstance(border, bool) or not isinstance(border, int) or border < 2:
+        raise ValueError(f"infer_grids_from_files: border must be an integer >= 2, got {border!r}")
+    raw = read_raw_strips([p for g in groups for p in g], border, bits=bits)
+    return infer_grids(strips_from_raw(raw, len(groups)), min_confidence=min_confidence, method=method)
+
+
+def infer_grid_from_files(
+    paths: Sequence,
+    border: int = DEFAULT_BORDER,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    method: str = "evidence",
+    bits: int = 10,
+) -> GridChoice:
+    """:func:`infer_grid` of one image from its row-major packed RAW ``.npy`` patch files, reading
+    only their border strips (:func:`uotisp_lib.io.read_raw_strips`: headers checked per file, the
+    ``bits`` range only on the strips). Same :class:`GridChoice` as :func:`infer_grid` on the
+    fully loaded patches divided by ``RAW_MAX`` (``kind="raw"``)."""
+    return infer_grids_from_files([paths], border, min_confidence, method, bits)[0]
 
 
 def stitch(patches: Tensor | Sequence[Tensor], rows: int, cols: int) -> Tensor:

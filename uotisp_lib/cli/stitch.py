@@ -10,6 +10,10 @@ the files unless ``--kind`` is given. Output folder:
 - RGB: ``<img>.png``.
 - ``layouts.csv``: one row per image id (see :data:`CSV_COLUMNS`), written atomically.
 
+With ``--layouts-only`` only ``layouts.csv`` is written; RAW patches then go through the fast path
+(:func:`uotisp_lib.stitching.infer_grid_from_files`: only the border strips are read, headers are
+checked per file, the 10-bit range only on the strips), which gives the same grids.
+
 An image whose indices are missing or duplicated, whose files cannot be read, or whose patches
 differ in shape is never stitched (nothing is shifted to fill a gap): it gets a ``skipped: ...``
 status naming the problem, a warning line on stderr, and the exit code becomes 1. A grid chosen
@@ -66,6 +70,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="grids below this confidence are flagged low_confidence",
     )
     p.add_argument("--method", choices=stitching.METHODS, default="evidence", help="grid ranking")
+    p.add_argument(
+        "--layouts-only",
+        action="store_true",
+        help="write only layouts.csv (RAW: reads only the patches' border strips)",
+    )
     return p
 
 
@@ -124,6 +133,13 @@ def _stitch_one(kind: str, stack: np.ndarray, args: argparse.Namespace) -> tuple
     return choice, full.astype(stack.dtype)  # integers below 2**24: exact in float32
 
 
+def _choose_from_files(paths: list[Path], args: argparse.Namespace) -> stitching.GridChoice:
+    """Grid choice of one image's RAW patch files from their border strips only (``--layouts-only``)."""
+    return stitching.infer_grid_from_files(
+        paths, border=args.border, min_confidence=args.min_confidence, method=args.method
+    )
+
+
 def _row(image_id: str, n: int, choice: stitching.GridChoice | None, status: str) -> dict[str, object]:
     row: dict[str, object] = {c: "" for c in CSV_COLUMNS}
     row.update(image_id=image_id, n_patches=n, status=status)
@@ -172,13 +188,20 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             image_id = stem
         counts[image_id] = counts.get(image_id, 0) + 1
+    layouts_only = bool(getattr(args, "layouts_only", False))
     for image_id, stems in groups.items():
+        group = [paths[s] for s in stems]
         try:
-            choice, full = _stitch_one(kind, _read_group(kind, [paths[s] for s in stems]), args)
+            if layouts_only and kind == "raw":
+                choice, full = _choose_from_files(group, args), None
+            else:
+                choice, full = _stitch_one(kind, _read_group(kind, group), args)
         except (ValueError, OSError) as err:  # RawFormatError / ImageFormatError are ValueErrors
             skipped.setdefault(image_id, []).append(str(err))
             continue
-        if kind == "raw":
+        if layouts_only:
+            pass
+        elif kind == "raw":
             uio.save_raw(dst / f"{image_id}.npy", full)
             uio.save_image(dst / f"{image_id}.png", raw_preview(full))
         else:
@@ -198,5 +221,6 @@ def run(args: argparse.Namespace) -> int:
     rows.sort(key=lambda r: natural_key(str(r["image_id"])))
     uio.atomic_write_text(dst / "layouts.csv", _csv_text(rows))
     done = sum(1 for r in rows if not str(r["status"]).startswith("skipped"))
-    print(f"stitched {done} of {len(rows)} images ({kind}); wrote {dst / 'layouts.csv'}")
+    verb = "inferred grids of" if layouts_only else "stitched"
+    print(f"{verb} {done} of {len(rows)} images ({kind}); wrote {dst / 'layouts.csv'}")
     return 1 if skipped else 0
