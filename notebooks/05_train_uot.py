@@ -27,9 +27,11 @@
 #   `rcot` (pixel + Fourier residual, RCOT); `tau` is per pixel-mean (`uotisp_lib.uot` explains the
 #   relation to the prototype's `1e-5` on a summed cost);
 # * the **experts** (ours): colour (low-pass chroma), structure (Sobel gradients of gray), frequency
-#   (log amplitude spectrum), each a small spectral-norm discriminator; their generator terms can be
-#   balanced by the inverse norm of their own gradient (as in the organisers' baseline);
-# * **paired** mode adds L1 (+ SSIM) to the ground truth of a paired subset.
+#   (log amplitude spectrum), each a small spectral-norm discriminator; each generator term is
+#   divided by the norm of its own gradient (as in the organisers' baseline) and multiplied by that of
+#   the transport (+ paired) objective, so an expert's pull is `expert_weight` times the objective's
+#   (an absolute scale let the committee drown everything else in our first cpu runs);
+# * **paired** mode adds `paired_l1` x L1 (+ SSIM) to the ground truth of a paired subset.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
@@ -72,7 +74,7 @@ def uot_config(arch: str, mode: str, psi: str = psi, cost: str = cost, tau: floa
         arch=arch, mode=mode, uot=UOTConfig.preset(psi, tau=tau, cost=cost), epochs=study.epochs,
         batch_size=study.batch_size, lr_map=study.lr_map, potential_width=study.potential_width,
         experts=experts, expert_width=study.expert_width, expert_weight=study.expert_weight, crop=study.crop,
-        seed=run.seed,
+        paired_l1=study.paired_l1, seed=run.seed,
     )
 
 
@@ -83,7 +85,8 @@ def uot_config(arch: str, mode: str, psi: str = psi, cost: str = cost, tau: floa
 
 # %%
 cfg = uot_config(arch, mode)
-row, trainer = run_uot(data, cfg, runs_dir / f"{mode}-{arch}", run.device)
+run_name = f"{mode}-{arch}-{psi}-{cost}-{'+'.join(expert_names) or 'no_experts'}"  # one folder per configuration
+row, trainer = run_uot(data, cfg, runs_dir / run_name, run.device)
 hist = pd.DataFrame(trainer.state.history)
 table = pd.DataFrame([{"mode": mode, "psi": psi, "cost": cost, "experts": ",".join(expert_names) or "none", **row}])
 reporting.write_table(table, run.results_dir, f"uot_run_{mode}_{arch}", metadata=config.run_metadata(run, uot=cfg))

@@ -195,6 +195,33 @@ def test_grad_norm_balancing_gives_each_expert_its_weight():
     assert g.norm().item() <= sum(weights.values()) + 1e-4
 
 
+def test_grad_norm_relative_to_reference_loss():
+    # a reference loss with a known gradient: 3 * mean(img) has gradient 3/numel everywhere
+    fake = torch.full((2, 3, 4, 4), 0.5, requires_grad=True)
+    reference = 3.0 * fake.mean()
+    ref_norm = 3.0 / 96 * math.sqrt(96)
+    com = ExpertCommittee({"a": Stub(2.0, 0.0), "b": Stub(-1.0, 1.0)}, weights={"a": 0.5, "b": 0.1})
+    total, logs = com.g_loss(fake, reference=reference)
+    assert logs["reference_grad_norm"] == pytest.approx(ref_norm, rel=1e-5)
+    for name, w in (("a", 0.5), ("b", 0.1)):
+        assert logs[f"{name}/scale"] == pytest.approx(ref_norm / logs[f"{name}/grad_norm"], rel=1e-5)
+    # both stubs' gradients are constant images: a's is -2/96, b's +1/96 per pixel, so the weighted,
+    # rescaled sum is (-0.5 + 0.1) * ref_norm / sqrt(96) per pixel
+    (g,) = torch.autograd.grad(total, fake)
+    torch.testing.assert_close(g, torch.full_like(g, -0.4 * ref_norm / math.sqrt(96)))
+    # the scale does not depend on the stubs' own gradient scale (only on the reference's)
+    com10 = ExpertCommittee({"a": Stub(20.0, 0.0), "b": Stub(-1.0, 1.0)}, weights={"a": 0.5, "b": 0.1})
+    total10, _ = com10.g_loss(fake, reference=reference)
+    torch.testing.assert_close(torch.autograd.grad(total10, fake)[0], g)
+
+
+def test_grad_norm_scale_is_capped():
+    fake = torch.full((1, 3, 4, 4), 0.5, requires_grad=True)
+    com = ExpertCommittee({"flat": Stub(1e-9, 0.0)}, balance="grad_norm", max_scale=100.0)
+    _, logs = com.g_loss(fake, reference=fake.sum())
+    assert logs["flat/scale"] == 100.0
+
+
 def test_grad_norm_wrt_parameters():
     gen = nn.Conv2d(3, 3, 1)
     x = _img(2)

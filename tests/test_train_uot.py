@@ -81,3 +81,30 @@ def test_cropped_paired_training_resumes_exactly(tmp_path):
     assert "paired" in hist[-1]
     for p, q in zip(a.model.parameters(), b.model.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_expert_gradients_are_scaled_to_the_objective(tmp_path):
+    # each expert's generator gradient (w.r.t. T(x)) is expert_weight x that of the transport + paired
+    # objective, whatever the image size, so the committee cannot drown the L1 term in paired mode
+    raw, gt, tgt = _data(n=4)
+    cfg = dataclasses.replace(CFG, mode="paired", epochs=1, expert_weight=0.25)
+    trainer = UOTTrainer(cfg, raw, tgt, tmp_path, paired=gt)
+    logs = trainer.train_step(list(raw.stems), epoch=0)
+    ref = logs["experts/reference_grad_norm"]
+    assert ref > 0 and "paired" in logs
+    for e in ("colour", "structure", "frequency"):
+        # the logged scale excludes the weight: scale * own norm = the objective's norm
+        assert logs[f"experts/{e}/scale"] * logs[f"experts/{e}/grad_norm"] == pytest.approx(ref, rel=1e-4)
+        assert trainer.committee.weights[e] == 0.25
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
+    raw, gt, tgt = _data(n=4)
+    cfg = dataclasses.replace(CFG, epochs=1)
+    UOTTrainer(cfg, raw, tgt, tmp_path).fit()
+    other = dataclasses.replace(cfg, epochs=2, uot=UOTConfig.preset("balanced", tau=1.0))
+    with pytest.raises(ValueError, match=r"another configuration \(epochs: 1 -> 2, uot: "):
+        UOTTrainer(other, raw, tgt, tmp_path).fit()
+    # the same configuration resumes (nothing left to do), a fresh start is allowed explicitly
+    assert len(UOTTrainer(cfg, raw, tgt, tmp_path).fit()) == 1
+    assert len(UOTTrainer(other, raw, tgt, tmp_path).fit(resume=False)) == 2

@@ -107,7 +107,8 @@ class UOTStudy:
     lr_map: float = 1e-3
     potential_width: int = 8
     expert_width: int = 8
-    expert_weight: float = 0.05
+    expert_weight: float = 0.05  # per expert, relative to the transport (+ paired) objective's gradient
+    paired_l1: float = 10.0  # paired mode's L1 weight (RCOT's Sigma); at 1 the potential out-pulls the pairs
     crop: int | None = None  # random crops (output pixels) per step; None: whole patches
 
 

@@ -13,8 +13,11 @@ below is OUR documented reconstruction:
   ``log1p |FFT2(gray)|`` (shift-invariant);
 - :class:`ExpertCommittee` sums per-expert hinge losses for the discriminators and, for the
   generator, can rescale each expert's term by the inverse norm of its own gradient (the NTIRE
-  organisers' baseline idea, REFERENCE.md), so each expert contributes a gradient of norm equal to
-  its weight and none dominates.
+  organisers' baseline idea, REFERENCE.md), so none dominates. Given the generator's main loss as
+  ``reference`` (the transport objective, plus the paired loss), each expert's gradient is set to
+  ``weight`` times the norm of the reference's gradient (the adaptive weight of Esser et al.,
+  "Taming Transformers", 2021, per expert), which keeps the committee on the scale of the rest of
+  the loss whatever the image size and batch.
 """
 
 from __future__ import annotations
@@ -158,6 +161,12 @@ EXPERTS: dict[str, type[nn.Module]] = {
 }
 
 
+def _grad_norm(loss: Tensor, targets: list[Tensor]) -> float:
+    """Norm of ``d loss / d targets`` over all targets (unused ones count 0); the graph is kept."""
+    grads = torch.autograd.grad(loss, targets, retain_graph=True, allow_unused=True)
+    return math.sqrt(sum(float(g.detach().pow(2).sum()) for g in grads if g is not None))
+
+
 def _check_logits(out: object, name: str, b: int) -> Tensor:
     if not isinstance(out, torch.Tensor) or out.ndim != 1 or out.shape[0] != b:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -175,6 +184,8 @@ class ExpertCommittee(nn.Module):
             is divided by the (detached) norm of its own gradient, so its gradient has norm equal
             to its weight.
         eps: added to gradient norms before dividing.
+        max_scale: ceiling of a ``grad_norm`` scale (an expert whose gradient vanishes, e.g. a
+            saturated discriminator, must not blow its term up; Esser et al. clamp at 1e4 too).
     """
 
     def __init__(
@@ -183,6 +194,7 @@ class ExpertCommittee(nn.Module):
         weights: Mapping[str, float] | None = None,
         balance: str = "grad_norm",
         eps: float = 1e-12,
+        max_scale: float = 1e4,
     ) -> None:
         super().__init__()
         if not experts:
@@ -197,6 +209,7 @@ class ExpertCommittee(nn.Module):
         self.weights = {name: float(weights.get(name, 1.0)) for name in experts}
         self.balance = balance
         self.eps = eps
+        self.max_scale = float(max_scale)
 
     def forward(self, img: Tensor) -> dict[str, Tensor]:
         """Every expert's logits ``[B]`` on ``img``."""
@@ -225,15 +238,21 @@ class ExpertCommittee(nn.Module):
         return total, logs
 
     def g_loss(
-        self, fake: Tensor, params_for_grad_norm: Iterable[Tensor] | None = None
+        self,
+        fake: Tensor,
+        params_for_grad_norm: Iterable[Tensor] | None = None,
+        reference: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Generator loss: ``sum_e w_e s_e (-mean D_e(fake))``.
 
-        ``s_e = 1`` with ``balance="none"``; with ``"grad_norm"`` ``s_e = 1 / (||g_e|| + eps)``
-        (detached), ``g_e`` the gradient of ``-mean D_e(fake)`` w.r.t. ``fake`` (or w.r.t.
-        ``params_for_grad_norm``, e.g. the generator's last layer, when given). ``fake`` must
-        require grad for the norms (with ``"none"`` they are then only logged). Logs
-        ``<name>/g_loss`` (unscaled), ``<name>/grad_norm``, ``<name>/scale`` and ``g_loss``.
+        ``s_e = 1`` with ``balance="none"``; with ``"grad_norm"`` ``s_e = r / (||g_e|| + eps)``
+        (detached, at most :attr:`max_scale`), ``g_e`` the gradient of ``-mean D_e(fake)`` w.r.t.
+        ``fake`` (or w.r.t. ``params_for_grad_norm``, e.g. the generator's last layer, when given)
+        and ``r`` the norm of the gradient of the scalar ``reference`` loss w.r.t. the same tensors
+        (``r = 1`` when ``reference`` is None: each expert's gradient then has norm ``w_e``).
+        ``fake`` must require grad for the norms (with ``"none"`` they are then only logged). Logs
+        ``<name>/g_loss`` (unscaled), ``<name>/grad_norm``, ``<name>/scale``, ``g_loss`` and, with
+        a reference, ``reference_grad_norm``.
         """
         _check_rgb(fake, "ExpertCommittee.g_loss (fake)")
         targets = list(params_for_grad_norm) if params_for_grad_norm is not None else [fake]
@@ -244,15 +263,18 @@ class ExpertCommittee(nn.Module):
             )
         total = fake.new_zeros(())
         logs: dict[str, float] = {}
+        ref_norm = 1.0
+        if reference is not None and can_grad:
+            ref_norm = _grad_norm(reference, targets)
+            logs["reference_grad_norm"] = ref_norm
         for name, e in self.experts.items():
             loss = -_check_logits(e(fake), name, fake.shape[0]).mean()
             scale = 1.0
             if can_grad:
-                grads = torch.autograd.grad(loss, targets, retain_graph=True, allow_unused=True)
-                norm = math.sqrt(sum(float(g.detach().pow(2).sum()) for g in grads if g is not None))
+                norm = _grad_norm(loss, targets)
                 logs[f"{name}/grad_norm"] = norm
                 if self.balance == "grad_norm":
-                    scale = 1.0 / (norm + self.eps)
+                    scale = min(ref_norm / (norm + self.eps), self.max_scale)
             logs[f"{name}/g_loss"] = float(loss.detach())
             logs[f"{name}/scale"] = scale
             total = total + self.weights[name] * scale * loss
