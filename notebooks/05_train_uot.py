@@ -31,7 +31,9 @@
 #   divided by the norm of its own gradient (as in the organisers' baseline) and multiplied by that of
 #   the transport (+ paired) objective, so an expert's pull is `expert_weight` times the objective's
 #   (an absolute scale let the committee drown everything else in our first cpu runs);
-# * **paired** mode adds `paired_l1` x L1 (+ SSIM) to the ground truth of a paired subset.
+# * **paired** mode adds `paired_l1` x L1 (+ SSIM) to the ground truth of a paired subset, and the
+#   potential and experts see that ground truth as the target distribution (`paired_targets="gt"`,
+#   ours: with the unpaired JPEGs, outliers included, the potential pulled away from the pairs).
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
@@ -141,7 +143,7 @@ if data.raw_test is not None and data.gt_test is not None:
 # | row | what |
 # | --- | --- |
 # | paired L1 | the architecture's plain supervised training (L1 to the ground truth) |
-# | paired UOT | the UOT objective + experts + L1 on the pairs |
+# | paired UOT | the UOT objective + experts towards the paired ground truth, + L1 on the pairs |
 # | unpaired UOT | semi-relaxed UOT (`semi`) + experts, no pairs |
 # | unpaired adversarial, no cost | `tau = 0`: the potential and experts alone, no transport cost |
 # | unpaired balanced OT | `psi = balanced`: both marginals hard |

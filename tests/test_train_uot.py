@@ -108,3 +108,15 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
     # the same configuration resumes (nothing left to do), a fresh start is allowed explicitly
     assert len(UOTTrainer(cfg, raw, tgt, tmp_path).fit()) == 1
     assert len(UOTTrainer(other, raw, tgt, tmp_path).fit(resume=False)) == 2
+
+
+def test_paired_mode_draws_the_potential_reals_from_the_paired_ground_truth(tmp_path):
+    raw, gt, tgt = _data(n=6)
+    cfg = dataclasses.replace(CFG, mode="paired", paired_fraction=0.5)
+    trainer = UOTTrainer(cfg, raw, tgt, tmp_path / "gt", paired=gt)
+    assert len(trainer.paired_stems) == 3 and set(trainer.targets.stems) == trainer.paired_stems
+    torch.testing.assert_close(trainer.targets.images, gt.select(list(trainer.targets.stems)))
+    unp = UOTTrainer(dataclasses.replace(cfg, paired_targets="unpaired"), raw, tgt, tmp_path / "u", paired=gt)
+    assert unp.targets is tgt
+    with pytest.raises(ValueError, match="paired_targets must be 'gt' or 'unpaired'"):
+        dataclasses.replace(cfg, paired_targets="jpegs")

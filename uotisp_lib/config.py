@@ -151,7 +151,7 @@ _PROFILES: dict[str, Profile] = {
         stitch=StitchStudy(images_per_layout=12, patch=64),
         match=MatchStudy(k_images=5),
         train=TrainStudy(stage1_epochs=6, stage2_epochs=3, batch_size=24, lr=5e-4, d_width=16, crop=64),
-        uot=UOTStudy(arch="colornet", archs=("tinyraw", "colornet"), epochs=6, batch_size=16, lr_map=5e-4,
+        uot=UOTStudy(arch="colornet", archs=("tinyraw", "colornet", "unet_isp"), epochs=6, batch_size=16, lr_map=5e-4,
                      potential_width=16, expert_width=16, crop=64),
     ),
     "full": Profile(

@@ -362,6 +362,9 @@ class UOTTrainConfig:
     expert_width: int = 16
     expert_balance: str = "grad_norm"
     paired_fraction: float = 1.0  # paired mode: fraction of sources whose ground truth is used
+    # paired mode: what the potential and the experts see as real sRGB. "gt": the ground truth of the
+    # paired subset (a paired dataset's target distribution; ours); "unpaired": the unpaired targets
+    paired_targets: str = "gt"
     paired_l1: float = 10.0  # ours; with 1.0 the potential's pull beat the pairs on the cpu benchmark
     paired_ssim: float = 0.0
     crop: int | None = None  # random square crops of this many output pixels (None: whole patches)
@@ -372,6 +375,8 @@ class UOTTrainConfig:
             raise ValueError(f"UOTTrainConfig: mode must be 'unpaired' or 'paired', got {self.mode!r}")
         if not 0.0 <= self.paired_fraction <= 1.0:
             raise ValueError(f"UOTTrainConfig: paired_fraction must lie in [0, 1], got {self.paired_fraction}")
+        if self.paired_targets not in ("gt", "unpaired"):
+            raise ValueError(f"UOTTrainConfig: paired_targets must be 'gt' or 'unpaired', got {self.paired_targets!r}")
 
 
 class UOTTrainer(EpochTrainer):
@@ -379,13 +384,15 @@ class UOTTrainer(EpochTrainer):
 
     Each step: one potential update (``potential_loss`` + R1 on real targets), one update of the
     expert committee (hinge), then ``uot.map_steps_per_potential`` map updates minimising
-    ``c(x, T(x)) - v(T(x))`` plus the committee's adversarial terms (and, in paired mode, L1 / SSIM
-    to the ground truth of the paired subset). The cost compares ``T(x)`` with a fixed naive ISP of
+    ``c(x, T(x)) - v(T(x))`` (plus, in paired mode, ``paired_l1`` x L1 (+ SSIM) to the ground truth
+    of the paired subset) plus the committee's adversarial terms, each expert's gradient scaled to
+    ``expert_weight`` times that of the rest (``expert_balance="grad_norm"``). The cost compares ``T(x)`` with a fixed naive ISP of
     ``x`` (:func:`uotisp_lib.uot.naive_isp`), precomputed per stem. Targets are drawn uniformly.
 
     Args:
         raw: packed RAW ``[N,4,h,w]`` in [0,1] keyed by stem (the transport's source ``x``).
-        targets: target sRGB patches (the train JPEGs), drawn uniformly at random.
+        targets: target sRGB patches (the train JPEGs), drawn uniformly at random (in paired mode
+            with ``paired_targets="gt"``, the paired subset's ground truth is drawn instead).
         run_dir, val, proxy_targets, preprocess, device: as in :class:`PseudoPairTrainer`.
         paired: ground truth keyed by the RAW stems (required in paired mode).
     """
@@ -427,6 +434,8 @@ class UOTTrainer(EpochTrainer):
         n_paired = round(cfg.paired_fraction * len(raw)) if cfg.mode == "paired" else 0
         perm = torch.randperm(len(raw), generator=torch.Generator().manual_seed(cfg.seed + 2)).tolist()
         self.paired_stems = {raw.stems[i] for i in perm[:n_paired]}
+        if n_paired and cfg.paired_targets == "gt":
+            self.targets = paired.subset([s for s in raw.stems if s in self.paired_stems])
         models = {"map": self.model, "ema": self.ema.model, "potential": self.potential}
         opts = {
             "map": torch.optim.Adam(self.model.parameters(), lr=cfg.lr_map, betas=cfg.betas),
