@@ -73,7 +73,7 @@ print(f"{len(data.raw_train)} RAW patches, {len(data.targets)} target patches ({
 
 def uot_config(arch: str, mode: str, psi: str = psi, cost: str = cost, tau: float = study.tau, experts=expert_names, tag: str = "") -> UOTTrainConfig:
     return UOTTrainConfig(
-        arch=arch, mode=mode, uot=UOTConfig.preset(psi, tau=tau, cost=cost), epochs=study.epochs,
+        arch=arch, mode=mode, uot=UOTConfig.preset(psi, tau=tau, cost=cost, alpha=study.alpha), epochs=study.epochs,
         batch_size=study.batch_size, lr_map=study.lr_map, potential_width=study.potential_width,
         experts=experts, expert_width=study.expert_width, expert_weight=study.expert_weight, crop=study.crop,
         paired_l1=study.paired_l1, seed=run.seed,
@@ -82,8 +82,10 @@ def uot_config(arch: str, mode: str, psi: str = psi, cost: str = cost, tau: floa
 
 # %% [markdown]
 # ## The run
-# Training curves: the transport cost `c(x, T(x))`, the potential gap `E v(y) - E v(T(x))`, each
-# expert's generator term and gradient norm, and the validation PSNR of the EMA map.
+# Training curves: the transport cost `c(x, T(x))`, the potential gap `E v(y) - E v(T(x))`, the
+# spread of the weights `Psi2*'(-v(y))` the relaxed marginal gives the real targets (0: balanced;
+# outliers can only be left out when it is large), each expert's gradient norm, and the validation
+# PSNR of the EMA map.
 
 # %%
 cfg = uot_config(arch, mode)
@@ -98,6 +100,7 @@ table
 panels = [
     ("map/cost", "transport cost c(x, T(x))"),
     ("potential/potential_gap", "potential gap E v(y) - E v(T(x))"),
+    ("potential/target_weight_cv", "spread (CV) of the relaxed target weights"),
     ("val_psnr", "validation PSNR (dB, EMA map)"),
 ]
 grad_cols = [c for c in hist.columns if c.endswith("/grad_norm")]

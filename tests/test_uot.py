@@ -270,6 +270,28 @@ def test_potential_loss_balanced_equals_negative_gap_minus_cost():
     assert loss.item() == pytest.approx(-logs["potential_gap"] - logs["cost"])
 
 
+@pytest.mark.parametrize("alpha", [0.1, 3.0])
+def test_potential_loss_alpha_scales_the_conjugates(alpha):
+    # alpha * Psi*(t / alpha): KL becomes alpha (e^(t/alpha) - 1); linear is unchanged
+    cfg = uot.UOTConfig(psi_source="linear", psi_target="kl", alpha=alpha)
+    loss, _ = uot.potential_loss(V_REAL, V_FAKE, COST, cfg)
+    real = sum(alpha * (math.exp(-v / alpha) - 1) for v in V_REAL.tolist()) / 2
+    fake = sum(v - c for v, c in zip(V_FAKE.tolist(), COST.tolist())) / 3
+    assert loss.item() == pytest.approx(real + fake, rel=1e-12)
+    bal, bal_logs = uot.potential_loss(V_REAL, V_FAKE, COST, uot.UOTConfig.preset("balanced", alpha=alpha))
+    assert bal.item() == pytest.approx(uot.potential_loss(V_REAL, V_FAKE, COST, uot.UOTConfig.preset("balanced"))[0].item())
+    # the relaxed target weights Psi2*'(-v / alpha) spread further apart as alpha shrinks
+    v = V_REAL.clone().requires_grad_(True)
+    uot.potential_loss(v, V_FAKE, COST, cfg)[0].backward()
+    w = -2 * v.grad  # d/dv of mean over 2 of alpha (e^(-v/alpha) - 1) is -e^(-v/alpha) / 2
+    torch.testing.assert_close(w, torch.exp(-V_REAL / alpha))
+    _, logs = uot.potential_loss(V_REAL, V_FAKE, COST, cfg)
+    assert logs["target_weight_cv"] == pytest.approx(float(w.std(unbiased=False) / w.mean()), rel=1e-9)
+    assert logs["target_weight_cv"] > 0 and bal_logs["target_weight_cv"] == 0.0
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
+        uot.UOTConfig(alpha=0.0)
+
+
 def test_map_loss_known_value_and_gradient_sign():
     v = V_FAKE.clone().requires_grad_(True)
     loss, logs = uot.map_loss(v, COST, uot.UOTConfig())

@@ -104,6 +104,7 @@ class UOTStudy:
     epochs: int = 1
     batch_size: int = 8
     tau: float = 1.0  # per-pixel-mean cost weight (the prototype's 1e-5 on a sum is ~7.9 at 512 px)
+    alpha: float = 1.0  # weight of the marginal divergence (UOTConfig.alpha); smaller is looser
     lr_map: float = 1e-3
     potential_width: int = 8
     expert_width: int = 8
@@ -152,7 +153,7 @@ _PROFILES: dict[str, Profile] = {
         match=MatchStudy(k_images=5),
         train=TrainStudy(stage1_epochs=6, stage2_epochs=3, batch_size=24, lr=5e-4, d_width=16, crop=64),
         uot=UOTStudy(arch="colornet", archs=("tinyraw", "colornet", "unet_isp"), epochs=6, batch_size=16, lr_map=5e-4,
-                     potential_width=16, expert_width=16, crop=64),
+                     alpha=0.05, potential_width=16, expert_width=16, crop=64),
     ),
     "full": Profile(
         name="full",

@@ -296,6 +296,9 @@ class UOTConfig:
         psi_target: ``Psi2*`` on the target (sRGB) marginal.
         tau: cost weight on the per-pixel-mean cost (see module docstring; default
             :data:`PROTOTYPE_TAU_MEAN`).
+        alpha: weight of the marginal divergences, ``alpha * D_Psi``: the conjugates are used as
+            ``alpha * Psi*(t / alpha)`` (linear ones are unchanged). Smaller is a looser marginal;
+            it only acts when ``t`` (potential and cost values) is of order ``alpha`` or larger.
         r1_gamma: R1 weight on the potential (UOTM prototype: 5).
         map_steps_per_potential: map updates per potential update (UOTM: 1; Gazdieva et al. ~15).
         cost: name in :data:`COSTS`; cost_kwargs: its extra keywords besides ``tau`` (a dict is
@@ -305,6 +308,7 @@ class UOTConfig:
     psi_source: str = "linear"
     psi_target: str = "softplus_norm"
     tau: float = PROTOTYPE_TAU_MEAN
+    alpha: float = 1.0
     r1_gamma: float = 5.0
     map_steps_per_potential: int = 1
     cost: str = "quadratic"
@@ -314,6 +318,8 @@ class UOTConfig:
         get_conjugate(self.psi_source)
         get_conjugate(self.psi_target)
         _check_tau(self.tau, "UOTConfig")
+        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"UOTConfig: alpha must be a finite number > 0, got {self.alpha!r}")
         if not self.r1_gamma >= 0:
             raise ValueError(f"UOTConfig: r1_gamma must be >= 0, got {self.r1_gamma!r}")
         if int(self.map_steps_per_potential) != self.map_steps_per_potential or self.map_steps_per_potential < 1:
@@ -363,7 +369,8 @@ def potential_loss(
     v_real: Tensor, v_fake: Tensor, cost_fake: Tensor, cfg: UOTConfig
 ) -> tuple[Tensor, dict[str, float]]:
     """Potential loss (to **minimise** over ``v``), UOTM eq. 9 without R1:
-    ``mean Psi2*(-v(y)) + mean Psi1*(v(T(x)) - c(x, T(x)))``.
+    ``mean Psi2*(-v(y)) + mean Psi1*(v(T(x)) - c(x, T(x)))``, each ``Psi*`` as
+    ``alpha Psi*(. / alpha)`` (the conjugate of ``alpha Psi``, ``cfg.alpha``).
 
     Args:
         v_real: ``[B]`` potential on real targets ``y``.
@@ -371,14 +378,15 @@ def potential_loss(
         cost_fake: ``[B']`` ``c(x, T(x))``; detached here (it has no potential parameters).
     Returns:
         ``(loss, logs)``; logs (floats): ``loss``, ``real_term``, ``fake_term``, ``cost``,
-        ``v_real``, ``v_fake`` (means) and ``potential_gap = E v(y) - E v(T(x))``.
+        ``v_real``, ``v_fake`` (means), ``potential_gap = E v(y) - E v(T(x))`` and
+        ``target_weight_cv``, the relative spread of the relaxed target weights ``Psi2*'(-v(y))``.
     """
     _check_vec(v_real, "potential_loss", "v_real")
     _check_vec(v_fake, "potential_loss", "v_fake")
     _check_vec(cost_fake, "potential_loss", "cost_fake", v_fake.shape[0])
-    psi1, psi2 = get_conjugate(cfg.psi_source), get_conjugate(cfg.psi_target)
-    real_term = psi2(-v_real).mean()
-    fake_term = psi1(v_fake - cost_fake.detach()).mean()
+    psi1, psi2, a = get_conjugate(cfg.psi_source), get_conjugate(cfg.psi_target), cfg.alpha
+    real_term = a * psi2(-v_real / a).mean()
+    fake_term = a * psi1((v_fake - cost_fake.detach()) / a).mean()
     loss = real_term + fake_term
     logs = {
         "loss": float(loss.detach()),
@@ -388,8 +396,18 @@ def potential_loss(
         "v_real": float(v_real.detach().mean()),
         "v_fake": float(v_fake.detach().mean()),
         "potential_gap": float(v_real.detach().mean() - v_fake.detach().mean()),
+        "target_weight_cv": _relaxed_weight_cv(psi2, -v_real.detach() / a),
     }
     return loss, logs
+
+
+def _relaxed_weight_cv(psi: Conjugate, t: Tensor) -> float:
+    """Coefficient of variation of ``Psi*'(t)`` over the batch: the relative spread of the weights the
+    relaxed target marginal gives the real targets (0 for balanced OT; near 0: the relaxation is idle)."""
+    with torch.enable_grad():
+        t = t.detach().clone().requires_grad_(True)
+        (w,) = torch.autograd.grad(psi(t).sum(), t)
+    return float(w.std(unbiased=False) / w.mean().abs().clamp_min(1e-12))
 
 
 def r1_penalty(v_fn: Callable[[Tensor], Tensor], y_real: Tensor, gamma: float = 5.0) -> Tensor:
