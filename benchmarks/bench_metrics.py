@@ -6,38 +6,23 @@ Full run: batch 4 of 512x512 (the challenge's output size); ``--quick``: batch 2
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
+from _common import apply_threads, median_seconds, standard_parser
 from uotisp_lib import metrics
 from uotisp_lib.config import resolve_device
 
 
 def _time(fn: Callable[[], object], device: str, repeats: int) -> float:
     """Median wall time of ``fn`` in milliseconds (two warm-up calls)."""
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return 1e3 * median_seconds(fn, device, repeats, warmup=2)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, a few repeats")
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    args = standard_parser(__doc__, "tiny sizes, a few repeats").parse_args()
+    apply_threads(args.threads)
     device = resolve_device(args.device)
     batch, side, repeats = (2, 64, 3) if args.quick else (4, 512, 5)
     gen = torch.Generator().manual_seed(0)

@@ -11,15 +11,11 @@ a random target, backward and an AdamW step.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from _common import apply_threads, median_seconds, standard_parser
 from uotisp_lib.config import resolve_device
 from uotisp_lib.models import build_isp, count_parameters
 
@@ -31,31 +27,12 @@ MODELS: list[tuple[str, str, dict]] = [
 ]
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _median_s(fn: Callable[[], object], device: str, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in seconds after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def matmul_peak_gflops(device: str, n: int, repeats: int) -> float:
     """GFLOP/s of an ``n x n`` float32 matmul (2 n^3 FLOPs), the reference 'peak'."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device)
     b = torch.randn(n, n, generator=gen).to(device)
-    seconds = _median_s(lambda: torch.matmul(a, b), device, repeats)
+    seconds = median_seconds(lambda: torch.matmul(a, b), device, repeats)
     return 2 * n**3 / seconds / 1e9
 
 
@@ -67,13 +44,8 @@ def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="128x128 output, few repeats")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = standard_parser(__doc__, "128x128 output, few repeats").parse_args()
+    apply_threads(args.threads)
     device = resolve_device(args.device)
     side, repeats = (128, 2) if args.quick else (512, 3)
     peak = matmul_peak_gflops(device, 512 if args.quick else 2048, 5)
@@ -105,8 +77,8 @@ def main() -> None:
                 F.l1_loss(model(x), target).backward()
                 opt.step()
 
-            t_inf = _median_s(infer, device, repeats)
-            t_train = _median_s(train_step, device, repeats)
+            t_inf = median_seconds(infer, device, repeats)
+            t_train = median_seconds(train_step, device, repeats)
             mps = batch * side * side / t_inf / 1e6
             pct = 100.0 * flops / t_inf / 1e9 / peak
             print(

@@ -10,15 +10,13 @@ the repeats after one warm-up step; the table is what to compare when changing t
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import statistics
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
 
+from _common import apply_threads, median_seconds, standard_parser
 from uotisp_lib.config import get_profile, resolve_device
 from uotisp_lib.data.datasets import PatchSet
 from uotisp_lib.models import count_parameters
@@ -32,28 +30,9 @@ SETTINGS: list[tuple[str, dict]] = [
 ]
 
 
-def _median_ms(fn, device: str, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="64x64 crops, batch 8, cpu widths")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = standard_parser(__doc__, "64x64 crops, batch 8, cpu widths").parse_args()
+    apply_threads(args.threads)
     device = resolve_device(args.device)
     side, batch, repeats, prof = (64, 8, 3, "cpu") if args.quick else (256, 16, 5, "full")
     study = get_profile(prof).uot
@@ -80,8 +59,8 @@ def main() -> None:
                     F.l1_loss(tr.model(inp), y).backward()
                     opt.step()
 
-                base = _median_ms(map_only, device, repeats)
-                step = _median_ms(lambda: tr.train_step(stems, 0), device, repeats)
+                base = 1e3 * median_seconds(map_only, device, repeats)
+                step = 1e3 * median_seconds(lambda: tr.train_step(stems, 0), device, repeats)
             print(f"| {arch} | {count_parameters(tr.model):,} | {label} | {base:.1f} | {step:.1f} | {step / base:.1f} |")
 
 
