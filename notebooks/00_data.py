@@ -42,8 +42,7 @@ from uotisp_lib.data.synth import read_meta
 from uotisp_lib.preprocessing import PreprocessConfig, Preprocessor
 from uotisp_lib.stitching import infer_grid, stitch
 
-run = config.resolve_run(profile, data_root or None, device, seed, results_dir or None)
-config.seed_everything(run.seed)
+run = config.start_run(profile, data_root, device, seed, results_dir)
 root = ensure_dataset(run)
 layout = scan_upisp(root)
 meta = read_meta(root) if run.synthetic else None

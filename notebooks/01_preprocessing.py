@@ -43,8 +43,7 @@ from uotisp_lib.preprocessing import PreprocessConfig, Preprocessor
 from uotisp_lib.preprocessing.evaluation import compare_backends, default_backends, synthetic_scenes
 from uotisp_lib.stitching import infer_grid, stitch
 
-run = config.resolve_run(profile, data_root or None, device, seed, results_dir or None)
-config.seed_everything(run.seed)
+run = config.start_run(profile, data_root, device, seed, results_dir)
 study = run.profile.preprocess
 layout = scan_upisp(ensure_dataset(run))
 print(f"profile={run.profile.name} device={run.device} study={study}")

@@ -46,8 +46,7 @@ from uotisp_lib.data.synth import grid_cases, read_meta
 from uotisp_lib.preprocessing import PreprocessConfig, Preprocessor
 from uotisp_lib.stitching import DEFAULT_MIN_CONFIDENCE, evaluate_grid_choice, infer_grid, seam_scores, stitch
 
-run = config.resolve_run(profile, data_root or None, device, seed, results_dir or None)
-config.seed_everything(run.seed)
+run = config.start_run(profile, data_root, device, seed, results_dir)
 study = run.profile.stitch
 root = ensure_dataset(run)
 layout = scan_upisp(root)

@@ -44,8 +44,7 @@ from uotisp_lib import config, reporting
 from uotisp_lib.data import ensure_dataset
 from uotisp_lib.matching import build_pair_graph, load_image_set, pair_quality
 
-run = config.resolve_run(profile, data_root or None, device, seed, results_dir or None)
-config.seed_everything(run.seed)
+run = config.start_run(profile, data_root, device, seed, results_dir)
 study = run.profile.match
 root = ensure_dataset(run)
 print(f"profile={run.profile.name} device={run.device} study={study}")

@@ -42,8 +42,7 @@ from uotisp_lib.matching import build_pair_graph
 from uotisp_lib.preprocessing import PreprocessConfig
 from uotisp_lib.train import PseudoPairConfig
 
-run = config.resolve_run(profile, data_root or None, device, seed, results_dir or None)
-config.seed_everything(run.seed)
+run = config.start_run(profile, data_root, device, seed, results_dir)
 study = run.profile.train
 root = ensure_dataset(run)
 data = load_training_data(root, proxy_fraction=study.proxy_fraction, seed=run.seed)

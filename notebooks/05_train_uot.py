@@ -60,8 +60,7 @@ from uotisp_lib.experiments import load_training_data, run_pseudo_pair, run_uot
 from uotisp_lib.train import PseudoPairConfig, UOTTrainConfig
 from uotisp_lib.uot import UOTConfig
 
-run = config.resolve_run(profile, data_root or None, device, seed, results_dir or None)
-config.seed_everything(run.seed)
+run = config.start_run(profile, data_root, device, seed, results_dir)
 study = run.profile.uot
 arch = arch or study.arch
 expert_names = tuple(e for e in experts.split(",") if e)

@@ -53,6 +53,16 @@ def test_resolve_run_synthetic_default_and_real_root(tmp_path, monkeypatch):
     assert real.results_dir.name == "cpu"
 
 
+def test_start_run_takes_notebook_literals_and_seeds(tmp_path, monkeypatch):
+    monkeypatch.setenv("UOTISP_CACHE", str(tmp_path / "cache"))
+    run = config.start_run("smoke", "", "cpu", 5, "")
+    assert run.synthetic and run.seed == 5 and run.device == "cpu"
+    assert run.results_dir == config.default_results_root() / "smoke"  # "" is the default, not the cwd
+    first = torch.rand(3)
+    config.start_run("smoke", "", "cpu", 5, str(tmp_path / "res"))
+    torch.testing.assert_close(torch.rand(3), first)
+
+
 def test_run_metadata_is_json_with_versions(tmp_path):
     run = config.resolve_run("smoke", results_dir=tmp_path)
     meta = json.loads(config.dumps(config.run_metadata(run, backend="malvar")))

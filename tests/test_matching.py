@@ -12,13 +12,7 @@ import torch
 from uotisp_lib import matching as M
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # 2 shared cores: OpenMP spinning with 2 threads is ~50x slower than 1 thread here
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _permuted(n: int = 12, d: int = 16, seed: int = 0):

@@ -251,11 +251,12 @@ def resolve_run(
 
     ``data_root=None`` (or ``""``) selects the synthetic benchmark of the profile, cached under
     :func:`cache_dir`; it is built on first use by :func:`uotisp_lib.data.ensure_dataset`.
-    ``results_dir=None`` selects ``results/<profile>`` beside the package's repository (or the
-    current folder when installed elsewhere).
+    ``results_dir=None`` (or ``""``) selects ``results/<profile>`` beside the package's repository
+    (or the current folder when installed elsewhere).
     """
     prof = get_profile(profile)
     synthetic = not data_root
+    results_dir = results_dir or None
     root = synthetic_root(profile, seed) if synthetic else Path(data_root).expanduser()
     if results_dir is None:
         results_dir = default_results_root() / profile
@@ -268,6 +269,20 @@ def resolve_run(
         results_dir=Path(results_dir),
         extra=dict(extra),
     )
+
+
+def start_run(
+    profile: str = "smoke",
+    data_root: str | os.PathLike | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    results_dir: str | os.PathLike | None = None,
+) -> RunConfig:
+    """A notebook's first call: :func:`resolve_run` on its literal parameters, then
+    :func:`seed_everything` with the run's seed."""
+    run = resolve_run(profile, data_root, device, seed, results_dir)
+    seed_everything(run.seed)
+    return run
 
 
 def default_results_root() -> Path:

@@ -386,8 +386,9 @@ class UOTTrainer(EpochTrainer):
     expert committee (hinge), then ``uot.map_steps_per_potential`` map updates minimising
     ``c(x, T(x)) - v(T(x))`` (plus, in paired mode, ``paired_l1`` x L1 (+ SSIM) to the ground truth
     of the paired subset) plus the committee's adversarial terms, each expert's gradient scaled to
-    ``expert_weight`` times that of the rest (``expert_balance="grad_norm"``). The cost compares ``T(x)`` with a fixed naive ISP of
-    ``x`` (:func:`uotisp_lib.uot.naive_isp`), precomputed per stem. Targets are drawn uniformly.
+    ``expert_weight`` times that of the rest (``expert_balance="grad_norm"``). The cost compares
+    ``T(x)`` with a fixed naive ISP of ``x`` (:func:`uotisp_lib.uot.naive_isp`), precomputed per
+    stem. Targets are drawn uniformly.
 
     Args:
         raw: packed RAW ``[N,4,h,w]`` in [0,1] keyed by stem (the transport's source ``x``).
@@ -434,8 +435,8 @@ class UOTTrainer(EpochTrainer):
         n_paired = round(cfg.paired_fraction * len(raw)) if cfg.mode == "paired" else 0
         perm = torch.randperm(len(raw), generator=torch.Generator().manual_seed(cfg.seed + 2)).tolist()
         self.paired_stems = {raw.stems[i] for i in perm[:n_paired]}
-        if n_paired and cfg.paired_targets == "gt":
-            self.targets = paired.subset([s for s in raw.stems if s in self.paired_stems])
+        if n_paired and cfg.paired_targets == "gt":  # the whole ground truth is used as it is (no copy)
+            self.targets = paired if set(paired.stems) == self.paired_stems else paired.subset(sorted(self.paired_stems))
         models = {"map": self.model, "ema": self.ema.model, "potential": self.potential}
         opts = {
             "map": torch.optim.Adam(self.model.parameters(), lr=cfg.lr_map, betas=cfg.betas),

@@ -252,7 +252,7 @@ class ExpertCommittee(nn.Module):
         (``r = 1`` when ``reference`` is None: each expert's gradient then has norm ``w_e``).
         ``fake`` must require grad for the norms (with ``"none"`` they are then only logged). Logs
         ``<name>/g_loss`` (unscaled), ``<name>/grad_norm``, ``<name>/scale``, ``g_loss`` and, with
-        a reference, ``reference_grad_norm``.
+        a reference and ``"grad_norm"``, ``reference_grad_norm`` (``"none"`` ignores ``reference``).
         """
         _check_rgb(fake, "ExpertCommittee.g_loss (fake)")
         targets = list(params_for_grad_norm) if params_for_grad_norm is not None else [fake]
@@ -264,7 +264,7 @@ class ExpertCommittee(nn.Module):
         total = fake.new_zeros(())
         logs: dict[str, float] = {}
         ref_norm = 1.0
-        if reference is not None and can_grad:
+        if reference is not None and self.balance == "grad_norm":
             ref_norm = _grad_norm(reference, targets)
             logs["reference_grad_norm"] = ref_norm
         for name, e in self.experts.items():
