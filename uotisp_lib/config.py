@@ -271,16 +271,10 @@ def resolve_run(
     )
 
 
-def start_run(
-    profile: str = "smoke",
-    data_root: str | os.PathLike | None = None,
-    device: str = "auto",
-    seed: int = 0,
-    results_dir: str | os.PathLike | None = None,
-) -> RunConfig:
-    """A notebook's first call: :func:`resolve_run` on its literal parameters, then
-    :func:`seed_everything` with the run's seed."""
-    run = resolve_run(profile, data_root, device, seed, results_dir)
+def start_run(*args: Any, **kwargs: Any) -> RunConfig:
+    """A notebook's first call: :func:`resolve_run` on its literal parameters (same arguments),
+    then :func:`seed_everything` with the run's seed."""
+    run = resolve_run(*args, **kwargs)
     seed_everything(run.seed)
     return run
 
