@@ -6,6 +6,11 @@ step) on random data, per ISP architecture and committee setting; the "map only"
 L1 step of the same map for scale. Full run: 256x256 sRGB crops (128x128 packed RAW), batch 16,
 widths of the ``full`` profile; ``--quick``: 64x64 crops, batch 8, the ``cpu`` widths. Median of
 the repeats after one warm-up step; the table is what to compare when changing the committee.
+
+A second table gives steps/s per architecture in the study's configuration (cpu profile: 32 px
+crops, batch 16) and splits a step's time into data (batch assembly), potential (its step + R1),
+experts (the discriminators' step), balancing (the committee's generator terms with their
+gradient norms) and map (forward, cost, backward, optimiser, EMA), from the trainer's own timers.
 """
 
 from __future__ import annotations
@@ -64,5 +69,37 @@ def main() -> None:
             print(f"| {arch} | {count_parameters(tr.model):,} | {label} | {base:.1f} | {step:.1f} | {step / base:.1f} |")
 
 
+def phase_table(device: str, quick: bool) -> None:
+    """steps/s and the split of a step's time, per architecture, in the study's configuration."""
+    from uotisp_lib.study import base_config
+
+    prof = "cpu" if quick else "full"
+    study = get_profile(prof).uot
+    batch, side = study.batch_size, 2 * (study.synth.patch if study.synth else get_profile(prof).synth.patch)
+    steps = 5 if quick else 20
+    gen = torch.Generator().manual_seed(1)
+    n = 2 * batch
+    raw = torch.rand(n, 4, side // 2, side // 2, generator=gen) * 0.8 + 0.1
+    tgt = torch.rand(n, 3, side, side, generator=gen)
+    stems = tuple(f"r{i}" for i in range(n))
+    phases = ("data", "potential", "experts", "balancing", "map")
+    print(f"\n{prof} study configuration: patches {side} px, crop {study.crop}, batch {batch}, {steps} steps\n")
+    print("| arch | steps/s | " + " | ".join(f"{p} %" for p in phases) + " |")
+    print("|---|---:|" + "---:|" * len(phases))
+    for arch in study.archs:
+        cfg = base_config(study, arch, 0)
+        with tempfile.TemporaryDirectory() as tmp:
+            tr = UOTTrainer(cfg, PatchSet(stems, raw), PatchSet(tuple(f"t{i}" for i in range(n)), tgt), tmp, device=device)
+            tr.train_step(list(stems[:batch]), 0)  # warm-up
+            tr.timings = {}
+            for k in range(steps):
+                tr.train_step(list(stems[(k % 2) * batch : (k % 2 + 1) * batch]), 0)
+            total = sum(tr.timings.values())
+            split = " | ".join(f"{100 * tr.timings.get(p, 0.0) / total:.0f}" for p in phases)
+            print(f"| {arch} | {steps / total:.2f} | {split} |")
+
+
 if __name__ == "__main__":
     main()
+    args = standard_parser(__doc__, "64x64 crops, batch 8, cpu widths").parse_args()
+    phase_table(resolve_device(args.device), args.quick)

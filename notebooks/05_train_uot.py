@@ -1,7 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -21,23 +28,32 @@
 #   minimising `E Psi2*(-v(y)) + E Psi1*(v(T(x)) - c(x, T(x)))` + R1, and a map `T` minimising
 #   `E [c(x, T(x)) - v(T(x))]`; a non-linear `Psi2*` relaxes the target marginal so atypical targets
 #   can stay unmatched (`psi="semi"`, the EGUOT wording), linear on both sides is balanced OT;
-# * the cost compares `T(x)` with a **fixed naive ISP** of the RAW, since RAW and sRGB live in different
-#   spaces (Gazdieva et al.'s OT view of unpaired SR): `quadratic`, `luma` (structure only; colour is
-#   left to the potential), `uotip` (likelihood through the camera forward model + quadratic, UOTIP) or
-#   `rcot` (pixel + Fourier residual, RCOT); `tau` is per pixel-mean (`uotisp_lib.uot` explains the
-#   relation to the prototype's `1e-5` on a summed cost);
+# * the cost compares `T(x)` with a **fixed naive ISP** $r(x)$ of the RAW, since RAW and sRGB live in
+#   different spaces (Gazdieva et al.'s OT view of unpaired SR): `quadratic`
+#   $\tau\,\overline{(y-r(x))^2}$, `luma` (luma only), `uotip` (likelihood through the camera forward
+#   model + quadratic, UOTIP, arXiv 2605.21094), `rcot` (pixel + Fourier residual, RCOT) or
+#   `structure` (ours: $\tfrac{\tau}{2}\,\overline{(S(y)-S(r(x)))^2}$ with $S$ the RMS-normalised
+#   band-pass of luma, blind to global colour and exposure); $\tau$ is per pixel-mean
+#   (`uotisp_lib.uot` explains the relation to the prototype's `1e-5` on a summed cost). The
+#   reference white-balances with the camera's typical illuminant (`reference_wb="camera"`): gray world
+#   removed the scenes' own warmth and put the cost's minimiser far from the truth (issue 10);
 # * the **experts** (ours): colour (low-pass chroma), structure (Sobel gradients of gray), frequency
 #   (log amplitude spectrum), each a small spectral-norm discriminator; each generator term is
 #   divided by the norm of its own gradient (as in the organisers' baseline) and multiplied by that of
-#   the transport (+ paired) objective, so an expert's pull is `expert_weight` times the objective's
-#   (an absolute scale let the committee drown everything else in our first cpu runs);
+#   the potential's pull $-v(T(x))$ (+ the paired loss), so an expert's pull is `expert_weight` times
+#   the potential's. (Scaled to the gradient of $c - v$ instead, the committee switched itself off as
+#   the map converged, since that gradient vanishes at the optimum; an absolute scale drowned the rest.)
+# * **R1** $\frac{\gamma}{2}\,HW\,\mathbb{E}_y\|\nabla_y v(y)\|^2$: multiplied by the number of pixels,
+#   because the potential mean-pools a logit map and its per-pixel gradient is $O(1/HW)$;
+# * RAW-input networks (`tinyraw`, `unet_isp`) learn a **residual on the reference rendering**
+#   (`base="reference"`, last layer at zero): no run starts from black;
 # * **paired** mode adds `paired_l1` x L1 (+ SSIM) to the ground truth of a paired subset, and the
 #   potential and experts see that ground truth as the target distribution (`paired_targets="gt"`,
 #   ours: with the unpaired JPEGs, outliers included, the potential pulled away from the pairs).
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
-data_root = ""  # empty: the synthetic benchmark of the profile; else a UP-ISP style folder
+data_root = ""  # empty: the study's synthetic benchmark of the profile; else a UP-ISP style folder
 device = "auto"
 seed = 0
 results_dir = ""  # empty: results/<profile>
@@ -45,39 +61,48 @@ mode = "unpaired"  # unpaired | paired
 arch = ""  # empty: the profile's default (tinyraw, colornet, unet_isp)
 experts = "colour,structure,frequency"  # comma-separated; empty: no committee
 psi = "semi"  # semi | balanced | unbalanced
-cost = "quadratic"  # quadratic | luma | uotip | rcot
-compare = True  # also build the comparison table (paired L1, paired UOT, unpaired UOT, ...)
+cost = ""  # empty: the study's cost; else quadratic | luma | uotip | rcot | structure
+compare = True  # also run the seeded study (every arm x architecture x seed) and its verdict
 
 # %%
 import dataclasses
+import time
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from uotisp_lib import config, reporting
+from uotisp_lib import config, reporting, study as uot_study
 from uotisp_lib.data import ensure_dataset
-from uotisp_lib.experiments import load_training_data, run_pseudo_pair, run_uot
-from uotisp_lib.train import PseudoPairConfig, UOTTrainConfig
-from uotisp_lib.uot import UOTConfig
+from uotisp_lib.experiments import load_training_data, model_inputs, run_uot
+from uotisp_lib.uot import UOTConfig, naive_isp
 
+t_start = time.perf_counter()
 run = config.start_run(profile, data_root, device, seed, results_dir)
 study = run.profile.uot
 arch = arch or study.arch
+cost = cost or study.cost
 expert_names = tuple(e for e in experts.split(",") if e)
-data = load_training_data(ensure_dataset(run), proxy_fraction=run.profile.train.proxy_fraction, seed=run.seed)
+root = ensure_dataset(run, study.synth, "uot") if study.synth is not None else ensure_dataset(run)
+data = load_training_data(root, proxy_fraction=run.profile.train.proxy_fraction, seed=run.seed)
 runs_dir = run.results_dir / "runs" / "uot"
 print(f"profile={run.profile.name} mode={mode} arch={arch} experts={expert_names} psi={psi} cost={cost} device={run.device}")
-print(f"{len(data.raw_train)} RAW patches, {len(data.targets)} target patches ({len(data.outlier_images)} outlier images)")
+print(f"{len(data.raw_train)} RAW patches, {len(data.targets)} target patches "
+      f"({len(data.target_image_ids)} images, {len(data.outlier_images)} outlier images), "
+      f"{len(data.raw_test) if data.raw_test is not None else 0} test patches")
 
+# %% [markdown]
+# ## Is the truth the cost's minimiser?
+# On the validation split (never the test split), for each cost and reference white balance:
+# $c(x, \mathrm{GT})$, the cost's floor $c(x, r(x))$, and $c(x, \mathrm{GT}')$ with $\mathrm{GT}'$ the
+# ground truth of another patch. Costs have different units, so they are ranked by the **truth
+# ratio** $c(x,\mathrm{GT}) / c(x,\mathrm{GT}')$: how much cheaper the true output is than a wrong
+# one (lower is better; 1 means the cost cannot tell the truth apart).
 
-def uot_config(arch: str, mode: str, psi: str = psi, cost: str = cost, tau: float = study.tau, experts=expert_names, tag: str = "") -> UOTTrainConfig:
-    return UOTTrainConfig(
-        arch=arch, mode=mode, uot=UOTConfig.preset(psi, tau=tau, cost=cost, alpha=study.alpha), epochs=study.epochs,
-        batch_size=study.batch_size, lr_map=study.lr_map, potential_width=study.potential_width,
-        experts=experts, expert_width=study.expert_width, expert_weight=study.expert_weight, crop=study.crop,
-        paired_l1=study.paired_l1, seed=run.seed,
-    )
-
+# %%
+checks = uot_study.cost_check_table(data) if data.raw_val is not None and data.gt_val is not None else None
+if checks is not None:
+    reporting.write_table(checks, run.results_dir, "uot_cost_check", metadata=config.run_metadata(run, split="val"))
+    print(checks.to_string(index=False))
 
 # %% [markdown]
 # ## The run
@@ -87,7 +112,9 @@ def uot_config(arch: str, mode: str, psi: str = psi, cost: str = cost, tau: floa
 # PSNR of the EMA map.
 
 # %%
-cfg = uot_config(arch, mode)
+cfg = uot_study.base_config(study, arch, run.seed, cost, expert_names)
+cfg = dataclasses.replace(cfg, mode=mode, uot=dataclasses.replace(UOTConfig.preset(psi), **{
+    k: getattr(cfg.uot, k) for k in ("tau", "cost", "alpha", "r1_gamma", "r1_scale", "reference_wb", "map_steps_per_potential")}))
 run_name = f"{mode}-{arch}-{psi}-{cost}-{'+'.join(expert_names) or 'no_experts'}"  # one folder per configuration
 row, trainer = run_uot(data, cfg, runs_dir / run_name, run.device)
 hist = pd.DataFrame(trainer.state.history)
@@ -120,61 +147,83 @@ reporting.save_figure(fig, run.results_dir, f"uot_curves_{mode}")
 
 # %% [markdown]
 # ## Sample outputs
-# Test patches: the naive ISP the cost compares with, the EMA map's output, and the ground truth.
+# Test patches: the reference rendering the cost compares with, the EMA map's output, and the ground truth.
 
 # %%
-from uotisp_lib.experiments import model_inputs
-from uotisp_lib.uot import naive_isp
-
 if data.raw_test is not None and data.gt_test is not None:
-    show = data.raw_test.subset(data.raw_test.stems[:4])
+    show = data.raw_test.subset(data.raw_test.stems[:: max(1, len(data.raw_test) // 4)][:4])
     preds = trainer.predict(model_inputs(show, getattr(trainer.model, "input_kind", "rgb"), trainer.preprocess))
-    naive = naive_isp(show.images)
+    naive = naive_isp(show.images, wb=cfg.uot.reference_wb)
     gt = data.gt_test.select(show.stems)
     imgs, titles = [], []
     for i, s in enumerate(show.stems):
         imgs += [naive[i], preds[i], gt[i]]
-        titles += [f"{s}: naive ISP", f"{mode} UOT ({arch})", "ground truth"]
+        titles += [f"{s}: reference", f"{mode} UOT ({arch})", "ground truth"]
     fig = reporting.image_grid(imgs, titles, ncols=3, size=2.6)
     reporting.save_figure(fig, run.results_dir, f"uot_samples_{mode}")
 
 # %% [markdown]
-# ## Comparison, per architecture
-# All with the outlier targets present (a quarter of the target images have an atypical look):
+# ## The study: every arm, architecture and seed
+# All arms train on the same data with the same seeds (a quarter of the target images have an
+# atypical look), and are scored on the test split per image (metrics averaged over an image's
+# patches, then over images):
 #
-# | row | what |
+# | arm | what |
 # | --- | --- |
+# | reference | the cost's reference rendering $r(x)$ alone, untrained (the floor) |
 # | paired L1 | the architecture's plain supervised training (L1 to the ground truth) |
 # | paired UOT | the UOT objective + experts towards the paired ground truth, + L1 on the pairs |
 # | unpaired UOT | semi-relaxed UOT (`semi`) + experts, no pairs |
-# | unpaired adversarial, no cost | `tau = 0`: the potential and experts alone, no transport cost |
-# | unpaired balanced OT | `psi = balanced`: both marginals hard |
-# | unpaired UOT, outliers removed | the same as unpaired UOT with the atypical targets dropped (reference) |
+# | unpaired no cost | $\tau = 0$: the potential and experts alone |
+# | unpaired balanced | $\Psi_2^*$ linear: both marginals hard |
+# | unpaired no experts | no committee |
+# | unpaired outliers removed | the atypical target images dropped |
+# | unpaired true targets | targets drawn (unpaired, shuffled) from the train ground truth: the unpaired ceiling |
+#
+# The summary gives the mean over seeds with its standard error, and the difference of each arm to
+# `paired L1` paired by seed and test image, with its standard error
+# $\sqrt{\mathrm{var}_i(\bar d_i)/n_i + \mathrm{var}_s(\bar d_s)/n_s}$.
 
 # %%
 if compare:
-    rows = []
-    for a in study.archs:
-        base = uot_config(a, "unpaired")
-        variants = {
-            "paired L1": None,
-            "paired UOT": dataclasses.replace(base, mode="paired"),
-            "unpaired UOT": base,
-            "unpaired adversarial, no cost": dataclasses.replace(base, uot=dataclasses.replace(base.uot, tau=0.0)),
-            "unpaired balanced OT": dataclasses.replace(base, uot=UOTConfig.preset("balanced", tau=study.tau, cost=cost)),
-        }
-        for name, c in variants.items():
-            out = runs_dir / "compare" / f"{a}-{name.replace(' ', '_').replace(',', '')}"
-            if c is None:
-                pcfg = PseudoPairConfig(arch=a, paired=True, ssim_weight=0.0, stage1_epochs=study.epochs, stage2_epochs=0,
-                                        batch_size=study.batch_size, lr=study.lr_map, crop=study.crop, seed=run.seed)
-                r, _ = run_pseudo_pair(data, pcfg, out, device=run.device)
-            else:
-                r, _ = run_uot(data, c, out, run.device)
-            rows.append({"variant": name, **r})
-        r, _ = run_uot(data.without_outliers(), base, runs_dir / "compare" / f"{a}-no_outliers", run.device)
-        rows.append({"variant": "unpaired UOT, outliers removed", **r})
-    comparison = pd.DataFrame(rows)
-    reporting.write_table(comparison, run.results_dir, "uot_comparison", metadata=config.run_metadata(run, study=study))
-    display_cols = ["arch", "variant", "psnr", "ssim", "de2000", "proxy", "params"]
-    print(comparison[display_cols].to_string(index=False))
+    rows, per_image = uot_study.run_study(data, study, runs_dir / "study", device=run.device, cost=cost)
+    wall = time.perf_counter() - t_start
+    meta = config.run_metadata(run, study=study, cost=cost, wall_seconds_notebook=round(wall, 1),
+                               n_seeds={a: study.seeds_for(a) for a in study.archs},
+                               n_test_images=int(rows.n_test_images.max()))
+    reporting.write_table(rows, run.results_dir, "uot_study", metadata=meta)
+    reporting.write_table(per_image, run.results_dir, "uot_study_per_image", metadata=meta, markdown=False)
+    summary = uot_study.summarise_study(rows, per_image)
+    reporting.write_table(summary, run.results_dir, "uot_study_summary", metadata=meta)
+    print(f"study done: {len(rows)} runs, notebook wall time so far {wall / 60:.1f} min")
+    cols = ["arch", "variant", "n_seeds", "n_test_images", "psnr", "psnr_se", "ssim", "de2000", "d_psnr", "d_psnr_se"]
+    print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+# %%
+if compare:
+    archs = list(dict.fromkeys(summary.arch))
+    fig, axes = plt.subplots(1, len(archs), figsize=(5.5 * len(archs), 3.6), squeeze=False)
+    for ax, a in zip(axes[0], archs):
+        g = summary[summary.arch == a]
+        ax.barh(g.variant, g.psnr, xerr=g.psnr_se, color=["0.6" if v == "reference" else "C0" for v in g.variant])
+        ax.invert_yaxis()
+        ax.set_xlim(max(0.0, g.psnr.min() - 3), g.psnr.max() + 1.5)
+        ax.set_title(f"{a}: test PSNR (dB), mean +- SE over {int(g.n_seeds.max())} seed(s)", fontsize=9)
+    fig.tight_layout()
+    reporting.save_figure(fig, run.results_dir, "uot_study")
+
+# %% [markdown]
+# ## Verdict
+# Each EGUOT-ISP claim, judged from the study: a difference counts when it exceeds two standard
+# errors (paired by seed and image).
+
+# %%
+if compare:
+    verdict = pd.DataFrame(uot_study.verdict(summary, per_image))
+    reporting.write_table(verdict, run.results_dir, "uot_verdict", metadata=meta)
+    for r in verdict.itertuples():
+        print(f"[{r.holds:9s}] {r.arch:9s} {r.claim}: {r.evidence}")
+
+# %% [markdown]
+# ## Discussion
+# DISCUSSION_PLACEHOLDER

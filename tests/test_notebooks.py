@@ -35,8 +35,8 @@ EXPECTED: dict[str, dict] = {
         "figures": ["loss_examples", "training_curves"],
     },
     "05_train_uot": {
-        "tables": ["uot_run_unpaired_tinyraw", "uot_comparison"],
-        "figures": ["uot_curves_unpaired", "uot_samples_unpaired"],
+        "tables": ["uot_cost_check", "uot_run_unpaired_tinyraw", "uot_study", "uot_study_summary", "uot_verdict"],
+        "figures": ["uot_curves_unpaired", "uot_samples_unpaired", "uot_study"],
     },
 }
 
@@ -168,10 +168,18 @@ def _check_04(results: Path) -> None:
 
 
 def _check_05(results: Path) -> None:
-    comp = pd.read_csv(results / "tables" / "uot_comparison.csv")
-    want = {"paired L1", "paired UOT", "unpaired UOT", "unpaired adversarial, no cost", "unpaired balanced OT"}
-    assert want <= set(comp["variant"])
-    assert comp[["psnr", "ssim", "de2000"]].notna().all(axis=None) and (comp["params"] == 3060).all()
+    from uotisp_lib.study import VARIANTS
+
+    rows = pd.read_csv(results / "tables" / "uot_study.csv")
+    assert list(rows.columns[:7]) == ["arch", "variant", "seed", "psnr", "ssim", "de2000", "n_test_images"]
+    assert list(dict.fromkeys(rows["variant"])) == list(VARIANTS)  # every arm, named exactly
+    assert rows[["psnr", "ssim", "de2000"]].notna().all(axis=None) and (rows["params"] == 3060).all()
+    summary = pd.read_csv(results / "tables" / "uot_study_summary.csv").set_index("variant")
+    assert summary.loc["paired L1", "d_psnr"] == 0.0 and summary["n_seeds"].min() >= 1
+    checks = pd.read_csv(results / "tables" / "uot_cost_check.csv")
+    assert {"structure", "quadratic"} <= set(checks["cost"]) and checks["truth_ratio"].is_monotonic_increasing
+    verdict = pd.read_csv(results / "tables" / "uot_verdict.csv")
+    assert set(verdict["holds"]) <= {"yes", "no", "not shown"}
 
 
 NOTEBOOK_CHECKS = {"00_data": _check_00, "01_preprocessing": _check_01, "02_stitching": _check_02,

@@ -62,3 +62,13 @@ def test_to_display_and_grid():
     plt.close(fig)
     with pytest.raises(ValueError, match="at least one image"):
         reporting.image_grid([])
+
+
+def test_table_without_markdown(tmp_path):
+    import pandas as pd
+
+    from uotisp_lib import reporting
+
+    paths = reporting.write_table(pd.DataFrame({"a": [1, 2]}), tmp_path, "long", markdown=False)
+    assert set(paths) == {"csv"} and not (tmp_path / "tables" / "long.md").exists()
+    assert reporting.read_table(tmp_path, "long").a.tolist() == [1, 2]

@@ -48,6 +48,15 @@ class SynthConfig:
     outlier_fraction: float = 0.25  # fraction of train/jpegs given an atypical look
     jpeg_quality: int = 95
     procedural_fraction: float = 0.25  # fraction of scenes that are procedural (dead leaves)
+    # bundled photos (uotisp_lib.data.sources.BUILTIN_PHOTOS) the scenes are cut from
+    photos: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket")
+    # photos kept out of training: only val (resp. test) scenes are cut from them, whole; empty:
+    # every split crops the training photos (RAW side: left halves, JPEG side: right halves)
+    val_photos: tuple[str, ...] = ()
+    test_photos: tuple[str, ...] = ()
+    # how the training photos are shared between the RAW and the JPEG side: "halves" (left / right)
+    # or "quadrants" (diagonal quadrants each: both sides see tops and bottoms of every photo)
+    regions: str = "halves"
 
 
 @dataclass(frozen=True)
@@ -97,20 +106,58 @@ class TrainStudy:
 
 @dataclass(frozen=True)
 class UOTStudy:
-    """Notebook 05: UOT with the expert committee, and its comparison table."""
+    """Notebook 05: UOT with the expert committee, and its seeded study (uotisp_lib.study)."""
 
     arch: str = "tinyraw"  # the main run's architecture when the notebook's `arch` is empty
-    archs: tuple[str, ...] = ("tinyraw",)  # architectures of the comparison table
+    archs: tuple[str, ...] = ("tinyraw",)  # architectures of the study
     epochs: int = 1
     batch_size: int = 8
     tau: float = 1.0  # per-pixel-mean cost weight (the prototype's 1e-5 on a sum is ~7.9 at 512 px)
     alpha: float = 1.0  # weight of the marginal divergence (UOTConfig.alpha); smaller is looser
+    cost: str = "quadratic"  # the study's transport cost (uotisp_lib.uot.COSTS), chosen by cost_check
+    reference_wb: str = "camera"  # white balance of the cost's reference (uot.naive_isp)
     lr_map: float = 1e-3
+    lr_potential: float = 1e-4
+    map_steps: int = 1  # map updates per potential update (UOTConfig.map_steps_per_potential)
+    r1_gamma: float = 5.0
+    r1_scale: str = "pixels"  # UOTConfig.r1_scale
     potential_width: int = 8
     expert_width: int = 8
-    expert_weight: float = 0.05  # per expert, relative to the transport (+ paired) objective's gradient
+    expert_weight: float = 0.05  # per expert, relative to the potential's pull (+ paired) gradient
+    expert_reference: str = "potential"  # UOTTrainConfig.expert_reference
     paired_l1: float = 10.0  # paired mode's L1 weight (RCOT's Sigma); at 1 the potential out-pulls the pairs
     crop: int | None = None  # random crops (output pixels) per step; None: whole patches
+    seeds: int = 1  # training seeds per arm (the same seeds in every arm)
+    arch_seeds: tuple[tuple[str, int], ...] = ()  # fewer seeds for some architectures
+    # constructor keywords per architecture: RAW-input networks start from the reference rendering
+    arch_kwargs: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = (
+        ("tinyraw", (("base", "reference"),)),
+        ("unet_isp", (("base", "reference"),)),
+    )
+    synth: SynthConfig | None = None  # the study's own benchmark (None: the profile's)
+
+    def seeds_for(self, arch: str) -> int:
+        return int(dict(self.arch_seeds).get(arch, self.seeds))
+
+    def kwargs_for(self, arch: str) -> tuple[tuple[str, object], ...]:
+        return tuple(dict(self.arch_kwargs).get(arch, ()))
+
+
+#: The benchmark of the UOT study (notebook 05, cpu profile; issue 10): >= 100 target images from
+#: the RAW side's scene distribution (other crops of the same photos, other dead-leaves scenes), and
+#: 40 test images whose photos appear nowhere in training. Small grids: many images, few patches each.
+UOT_CPU_SYNTH = SynthConfig(
+    patch=32,
+    layouts=((2, 2), (2, 3), (3, 2)),
+    n_train_raw=120,
+    n_train_jpeg=120,
+    n_val=20,
+    n_test=40,
+    photos=("astronaut", "chelsea", "coffee", "rocket", "flower", "china", "motorcycle", "grace_hopper"),
+    val_photos=("china",),
+    test_photos=("motorcycle", "grace_hopper"),
+    regions="quadrants",
+)
 
 
 @dataclass(frozen=True)
@@ -152,8 +199,9 @@ _PROFILES: dict[str, Profile] = {
         stitch=StitchStudy(images_per_layout=12, patch=64),
         match=MatchStudy(k_images=5),
         train=TrainStudy(stage1_epochs=6, stage2_epochs=3, batch_size=24, lr=5e-4, d_width=16, crop=64),
-        uot=UOTStudy(arch="colornet", archs=("tinyraw", "colornet", "unet_isp"), epochs=6, batch_size=16, lr_map=5e-4,
-                     alpha=0.05, potential_width=16, expert_width=16, crop=64),
+        uot=UOTStudy(arch="colornet", archs=("colornet", "tinyraw", "unet_isp"), epochs=10, batch_size=16, lr_map=5e-4, crop=32,
+                     lr_potential=5e-4, alpha=0.05, potential_width=16, expert_width=16, seeds=3,
+                     arch_seeds=(("unet_isp", 1),), synth=UOT_CPU_SYNTH),
     ),
     "full": Profile(
         name="full",

@@ -46,9 +46,11 @@ def write_table(
     *,
     metadata: Mapping[str, Any] | None = None,
     floatfmt: str = ".4g",
+    markdown: bool = True,
 ) -> dict[str, Path]:
     """Write ``df`` as ``<results_dir>/tables/<name>.csv`` and ``.md`` (plus ``.json`` metadata).
 
+    ``markdown=False`` skips the ``.md`` (long per-item tables, kept out of the results index).
     Returns the written paths by suffix. Each file is replaced atomically.
     """
     tables = Path(results_dir) / "tables"
@@ -56,10 +58,9 @@ def write_table(
     if df.empty:
         raise ValueError(f"table {name!r} is empty; refusing to write an empty result")
     keep_index = any(n is not None for n in df.index.names)
-    paths = {
-        "csv": atomic_write_text(tables / f"{name}.csv", df.to_csv(index=keep_index)),
-        "md": atomic_write_text(tables / f"{name}.md", table_markdown(df, floatfmt)),
-    }
+    paths = {"csv": atomic_write_text(tables / f"{name}.csv", df.to_csv(index=keep_index))}
+    if markdown:
+        paths["md"] = atomic_write_text(tables / f"{name}.md", table_markdown(df, floatfmt))
     if metadata is not None:
         paths["json"] = atomic_write_text(tables / f"{name}.json", dumps(metadata))
     return paths

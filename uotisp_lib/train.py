@@ -361,6 +361,11 @@ class UOTTrainConfig:
     expert_weight: float = 0.1  # per expert; with grad_norm balance, its gradient norm relative to the objective's
     expert_width: int = 16
     expert_balance: str = "grad_norm"
+    # what each expert's gradient is scaled to (grad_norm balance). "potential": the norm of the
+    # gradient of the potential's pull -v(T(x)) (+ the paired loss); at the optimum it equals the
+    # cost's gradient, so it does not vanish as the map converges (ours, issue 10). "objective":
+    # the gradient of c - v (+ paired), which goes to 0 at the optimum and switched the committee off.
+    expert_reference: str = "potential"
     paired_fraction: float = 1.0  # paired mode: fraction of sources whose ground truth is used
     # paired mode: what the potential and the experts see as real sRGB. "gt": the ground truth of the
     # paired subset (a paired dataset's target distribution; ours); "unpaired": the unpaired targets
@@ -375,6 +380,10 @@ class UOTTrainConfig:
             raise ValueError(f"UOTTrainConfig: mode must be 'unpaired' or 'paired', got {self.mode!r}")
         if not 0.0 <= self.paired_fraction <= 1.0:
             raise ValueError(f"UOTTrainConfig: paired_fraction must lie in [0, 1], got {self.paired_fraction}")
+        if self.expert_reference not in ("potential", "objective"):
+            raise ValueError(
+                f"UOTTrainConfig: expert_reference must be 'potential' or 'objective', got {self.expert_reference!r}"
+            )
         if self.paired_targets not in ("gt", "unpaired"):
             raise ValueError(f"UOTTrainConfig: paired_targets must be 'gt' or 'unpaired', got {self.paired_targets!r}")
 
@@ -425,7 +434,7 @@ class UOTTrainer(EpochTrainer):
         with torch.no_grad():
             self.raw = raw
             self.sources = PatchSet(raw.stems, model_input(raw.images, kind, preprocess))
-            self.references = PatchSet(raw.stems, uot.naive_isp(raw.images))
+            self.references = PatchSet(raw.stems, cfg.uot.reference(raw.images))
             self.val = None if val is None else (PatchSet(val[0].stems, model_input(val[0].images, kind, preprocess)), val[1])
         self.potential = PotentialNet(cfg.potential_width).to(device)
         self.committee = build_committee(cfg.experts, cfg.expert_width, {e: cfg.expert_weight for e in cfg.experts}, cfg.expert_balance).to(device) if cfg.experts else None
@@ -457,8 +466,23 @@ class UOTTrainer(EpochTrainer):
     def eval_model(self) -> nn.Module:
         return self.ema.model
 
+    def _tick(self, phase: str) -> None:
+        """Add the time since the last tick to ``self.timings[phase]`` (when ``self.timings`` is a
+        dict; the benchmark sets it). On CUDA the device is synchronised first."""
+        if self.timings is None:
+            return
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - self._t
+        self._t = now
+
+    timings: dict[str, float] | None = None  # phase -> seconds, accumulated when a dict (benchmarks)
+    _t: float = 0.0
+
     def train_step(self, stems: list[str], epoch: int) -> dict[str, float]:
         cfg, dev, opts = self.cfg, self.device, self.state.optimizers
+        self._t = time.perf_counter()
         x, inp, ref = self.raw.select(stems), self.sources.select(stems), self.references.select(stems)
         pick = torch.randint(0, len(self.targets), (len(stems),), generator=self.state.generators["pairs"])
         y = self.targets.images[pick]
@@ -472,43 +496,55 @@ class UOTTrainer(EpochTrainer):
             (y,) = aligned_crops([(y, 1)], cfg.crop, gen)
         x, inp, ref, y = x.to(dev), inp.to(dev), ref.to(dev), y.to(dev)
         logs: dict[str, float] = {}
+        self._tick("data")
         # potential step (and the experts' discriminator step) on a detached map output
         with torch.no_grad():
             fake = self.model(inp)
             cost_fake = self.cost(x, fake, reference=ref)
         loss_v, lv = uot.potential_loss(self.potential(y), self.potential(fake), cost_fake, cfg.uot)
-        r1 = uot.r1_penalty(self.potential, y, cfg.uot.r1_gamma) if cfg.uot.r1_gamma > 0 else loss_v.new_zeros(())
+        if cfg.uot.r1_gamma > 0:
+            r1 = uot.r1_penalty(self.potential, y, cfg.uot.r1_gamma, uot.r1_scale_of(cfg.uot, y))
+        else:
+            r1 = loss_v.new_zeros(())
         opts["potential"].zero_grad(set_to_none=True)
         (loss_v + r1).backward()
         opts["potential"].step()
         logs.update({f"potential/{k}": v for k, v in lv.items()}, r1=float(r1.detach()))
+        self._tick("potential")
         if self.committee is not None:
             d_loss, ld = self.committee.d_loss(y, fake)
             opts["experts"].zero_grad(set_to_none=True)
             d_loss.backward()
             opts["experts"].step()
             logs.update({f"experts/{k}": v for k, v in ld.items()})
+            self._tick("experts")
         # map steps
         mask = torch.tensor([s in self.paired_stems for s in stems], device=dev)
         for _ in range(cfg.uot.map_steps_per_potential):
             fake = self.model(inp)
             cost = self.cost(x, fake, reference=ref)
-            loss_t, lt = uot.map_loss(self.potential(fake), cost, cfg.uot)
-            total = loss_t
+            v_fake = self.potential(fake)
+            loss_t, lt = uot.map_loss(v_fake, cost, cfg.uot)
+            total, sup = loss_t, None
             if bool(mask.any()):
                 gt = gt_all[mask.cpu()].to(dev)
                 sup = uot.paired_loss(fake[mask], gt, cfg.paired_l1, cfg.paired_ssim)
                 total = total + sup
                 logs["paired"] = float(sup.detach())
+            self._tick("map")
             if self.committee is not None:
-                # the experts' gradients are scaled to the transport (+ paired) objective's
-                g_loss, lg = self.committee.g_loss(fake, reference=total)
+                # each expert's gradient is scaled to the potential's pull (+ paired), or to c - v (+ paired)
+                pull = -v_fake.mean() if cfg.expert_reference == "potential" else loss_t
+                ref_loss = pull if sup is None else pull + sup
+                g_loss, lg = self.committee.g_loss(fake, reference=ref_loss)
                 total = total + g_loss
                 logs.update({f"experts/{k}": v for k, v in lg.items()})
+                self._tick("balancing" if self.committee.balance == "grad_norm" else "experts")
             opts["map"].zero_grad(set_to_none=True)
             total.backward()
             opts["map"].step()
             self.ema.update(self.model)
+            self._tick("map")
         logs.update({f"map/{k}": v for k, v in lt.items()}, total=float(total.detach()))
         return logs
 

@@ -15,6 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (must be new or empty)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--photos", default=None, help="optional folder of JPEG/PNG photos to add to the scenes")
+    p.add_argument("--photos-only", action="store_true", help="build every split from the --photos folder alone")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synthetic benchmark in --out")
     return p
 
@@ -25,11 +26,17 @@ def summary(counts: dict[str, dict[str, int]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from uotisp_lib.data.synth import build_benchmark, count_files
 
+    if args.photos_only and not args.photos:
+        print("uotisp synth: --photos-only needs --photos DIR (a folder of JPEG/PNG photos)", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     out = build_benchmark(
-        Path(args.out), get_profile(args.profile).synth, args.seed, photo_dir=args.photos, overwrite=args.overwrite
+        Path(args.out), get_profile(args.profile).synth, args.seed, photo_dir=args.photos, overwrite=args.overwrite,
+        photos_only=args.photos_only,
     )
     print(f"synth {args.profile} seed {args.seed}: {summary(count_files(out))} -> {out} ({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -4,10 +4,12 @@ Sources are arrays in memory (float32 ``HxWx3`` sRGB in [0,1], HWC because they 
 before the camera model); :func:`sample_scene` turns a few of them into many distinct scenes by
 random crops at random scales and horizontal flips.
 
-- :data:`SKIMAGE_PHOTOS`: the colour photographs that ship inside the scikit-image wheel
-  (``skimage/data/*.png|jpg``, loaded offline), with their credit and licence from the
-  scikit-image docs. imageio's standard images are *not* bundled (``imageio:chelsea.png`` is
-  downloaded on first use), so they are not used.
+- :data:`BUILTIN_PHOTOS`: colour photographs that ship inside pip-installable packages, loaded
+  offline, with their credit and licence from the packages' own docs: scikit-image
+  (``skimage/data``: :data:`SKIMAGE_PHOTOS` and the left view of the Middlebury motorcycle),
+  scikit-learn (``sklearn/datasets/images``: ``china``, ``flower``) and matplotlib
+  (``sample_data/grace_hopper.jpg``). imageio's standard images and ``scipy.datasets`` are *not*
+  bundled (downloaded on first use), so they are not used.
 - :func:`folder_source`: every JPEG/PNG in a user folder.
 - :class:`DeadLeavesSource`: the dead-leaves model (Lee, Mumford & Huang 2001, "Occlusion models
   for natural images: a statistical study of a scale-invariant dead leaves model", IJCV 41):
@@ -36,6 +38,40 @@ SKIMAGE_PHOTOS: dict[str, dict[str, str]] = {
     "chelsea": {"credit": "Chelsea the cat, photo by Stefan van der Walt", "licence": "CC0"},
     "coffee": {"credit": "Coffee cup, photo by Rachel Michetti, courtesy of Pikolo Espresso Bar", "licence": "CC0"},
     "rocket": {"credit": "Falcon 9 / DSCOVR launch, SpaceX", "licence": "public domain (released by SpaceX)"},
+}
+
+#: Further photographs shipped by pip packages: name -> package, file inside it, credit, licence.
+EXTRA_PHOTOS: dict[str, dict[str, str]] = {
+    "motorcycle": {
+        "package": "skimage",
+        "file": "data/motorcycle_left.png",
+        "credit": "Middlebury 2014 stereo benchmark (Scharstein et al., GCPR 2014), left view, via scikit-image",
+        "licence": "research use, as redistributed by scikit-image",
+    },
+    "china": {
+        "package": "sklearn",
+        "file": "datasets/images/china.jpg",
+        "credit": "danielbuechele (Flickr), via scikit-learn",
+        "licence": "CC BY 2.0",
+    },
+    "flower": {
+        "package": "sklearn",
+        "file": "datasets/images/flower.jpg",
+        "credit": "vultilion (Flickr), via scikit-learn",
+        "licence": "CC BY 2.0",
+    },
+    "grace_hopper": {
+        "package": "matplotlib",
+        "file": "mpl-data/sample_data/grace_hopper.jpg",
+        "credit": "Rear Admiral Grace Hopper, U.S. Navy photo, via matplotlib",
+        "licence": "public domain (U.S. government work)",
+    },
+}
+
+#: Every bundled photograph by short name (see the module docstring).
+BUILTIN_PHOTOS: dict[str, dict[str, str]] = {
+    **{n: {"package": "skimage", **v} for n, v in SKIMAGE_PHOTOS.items()},
+    **EXTRA_PHOTOS,
 }
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -102,22 +138,39 @@ def to_float_rgb(img: np.ndarray, where: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _load_skimage(name: str) -> np.ndarray:
-    import skimage.data
+def _load_builtin(name: str) -> np.ndarray:
+    import importlib
 
-    img = to_float_rgb(getattr(skimage.data, name)(), f"skimage.data.{name}")
+    info = BUILTIN_PHOTOS[name]
+    if name in SKIMAGE_PHOTOS:
+        import skimage.data
+
+        raw, where = getattr(skimage.data, name)(), f"skimage.data.{name}"
+    else:
+        import imageio.v3 as iio
+
+        try:
+            pkg = importlib.import_module(info["package"])
+        except ImportError as exc:
+            raise ImportError(f"photo {name!r} ships with the {info['package']!r} package; pip install it") from exc
+        path = Path(pkg.__file__).parent / info["file"]
+        raw, where = iio.imread(path, plugin="pillow"), str(path)
+    img = to_float_rgb(raw, where)
     img.setflags(write=False)  # shared by the cache
     return img
 
 
 def builtin_photos(names: Sequence[str] | None = None) -> list[PhotoSource]:
-    """The scikit-image colour photographs (all of :data:`SKIMAGE_PHOTOS` by default), offline."""
+    """Bundled colour photographs by short name (:data:`BUILTIN_PHOTOS`), offline; by default the
+    four scikit-image ones (:data:`SKIMAGE_PHOTOS`, what the profiles' main benchmarks use)."""
     names = list(SKIMAGE_PHOTOS) if names is None else list(names)
-    unknown = [n for n in names if n not in SKIMAGE_PHOTOS]
+    unknown = [n for n in names if n not in BUILTIN_PHOTOS]
     if unknown:
-        raise ValueError(f"builtin_photos: unknown photo(s) {unknown}; expected names from {list(SKIMAGE_PHOTOS)}")
+        raise ValueError(f"builtin_photos: unknown photo(s) {unknown}; expected names from {list(BUILTIN_PHOTOS)}")
     return [
-        PhotoSource(f"skimage:{n}", _load_skimage(n), SKIMAGE_PHOTOS[n]["credit"], SKIMAGE_PHOTOS[n]["licence"])
+        PhotoSource(
+            f"{BUILTIN_PHOTOS[n]['package']}:{n}", _load_builtin(n), BUILTIN_PHOTOS[n]["credit"], BUILTIN_PHOTOS[n]["licence"]
+        )
         for n in names
     ]
 
@@ -211,18 +264,21 @@ def resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def _crop_photo(
-    rng: np.random.Generator, h: int, w: int, src: PhotoSource, region: tuple[float, float]
+    rng: np.random.Generator, h: int, w: int, src: PhotoSource, region: tuple[float, ...]
 ) -> tuple[np.ndarray, dict[str, Any]]:
     ph, pw = src.image.shape[:2]
-    c0, c1 = int(round(region[0] * pw)), int(round(region[1] * pw))
-    rw = c1 - c0
-    if rw < 2:
+    if len(region) == 2:  # a column range
+        region = (0.0, 1.0, *region)
+    r0, r1 = int(round(region[0] * ph)), int(round(region[1] * ph))
+    c0, c1 = int(round(region[2] * pw)), int(round(region[3] * pw))
+    rh, rw = r1 - r0, c1 - c0
+    if rw < 2 or rh < 2:
         raise ValueError(f"sample_scene: region {region} of {src.name} ({ph}x{pw}) is empty")
-    zmin = max(h / ph, w / rw)  # output pixels per photo pixel when the crop fills the region
+    zmin = max(h / rh, w / rw)  # output pixels per photo pixel when the crop fills the region
     zmax = max(1.0, 1.5 * zmin)
     z = math.exp(rng.uniform(math.log(zmin), math.log(zmax)))
-    ch, cw = min(ph, max(1, round(h / z))), min(rw, max(1, round(w / z)))
-    top = int(rng.integers(0, ph - ch + 1))
+    ch, cw = min(rh, max(1, round(h / z))), min(rw, max(1, round(w / z)))
+    top = r0 + int(rng.integers(0, rh - ch + 1))
     left = c0 + int(rng.integers(0, rw - cw + 1))
     flip = bool(rng.random() < 0.5)
     crop = src.image[top : top + ch, left : left + cw]
@@ -238,14 +294,15 @@ def sample_scene_info(
     h: int,
     w: int,
     sources: Sequence[SceneSource],
-    region: tuple[float, float] = (0.0, 1.0),
+    region: tuple[float, float] | Sequence[tuple[float, float, float, float]] = (0.0, 1.0),
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One scene (float32 ``hxwx3`` sRGB in [0,1]) from a uniformly chosen source, and how it was made.
 
     Photos: a crop at a random log-uniform scale (from the whole ``region`` to 1.5x the smallest
     zoom or 1:1, upsampled with antialiasing when the photo is too small), flipped left-right with
     probability 1/2; ``region`` = (first, last) fraction of the photo's columns to crop from, so two
-    callers can use disjoint halves. Dead leaves: a fresh scene from a seed drawn from ``rng``.
+    callers can use disjoint halves, or a list of boxes ``(top, bottom, left, right)`` in fractions
+    of the photo, one of them drawn uniformly per scene (e.g. two diagonal quadrants). Dead leaves: a fresh scene from a seed drawn from ``rng``.
     The info dict (JSON-ready) names the source and the crop box ``[top, left, height, width]``
     in photo pixels, or the dead-leaves seed.
     """
@@ -253,15 +310,19 @@ def sample_scene_info(
         raise ValueError(f"sample_scene: expected a scene of at least 2x2 pixels, got {h}x{w}")
     if not sources:
         raise ValueError("sample_scene: expected at least one scene source")
-    if not 0.0 <= region[0] < region[1] <= 1.0:
-        raise ValueError(f"sample_scene: region must satisfy 0 <= first < last <= 1, got {region}")
+    boxes = [tuple(region)] if not isinstance(region[0], (tuple, list)) else [tuple(b) for b in region]
+    for box in boxes:
+        pairs = [box] if len(box) == 2 else [box[:2], box[2:]]
+        if len(box) not in (2, 4) or not all(0.0 <= a < b <= 1.0 for a, b in pairs):
+            raise ValueError(f"sample_scene: region must satisfy 0 <= first < last <= 1, got {region}")
     src = sources[int(rng.integers(0, len(sources)))]
     if isinstance(src, DeadLeavesSource):
         seed = int(rng.integers(0, 2**63 - 1))
         info = {"source": src.name, "kind": "procedural", "seed": seed}
         return dead_leaves(np.random.default_rng(seed), h, w, src), info
     if isinstance(src, PhotoSource):
-        return _crop_photo(rng, h, w, src, region)
+        box = boxes[0] if len(boxes) == 1 else boxes[int(rng.integers(0, len(boxes)))]
+        return _crop_photo(rng, h, w, src, box)
     raise TypeError(f"sample_scene: unknown source type {type(src).__name__}; expected PhotoSource or DeadLeavesSource")
 
 

@@ -62,6 +62,10 @@ SPLITS = ("train", "val", "test")
 #: Photo column ranges: RAW-side scenes crop the left half, JPEG-side scenes the right half.
 RAW_REGION = (0.0, 0.5)
 JPEG_REGION = (0.5, 1.0)
+#: ``SynthConfig.regions="quadrants"``: RAW scenes from the top-left and bottom-right quadrants,
+#: JPEG scenes from the other two, so both sides see the tops and the bottoms of every photo.
+RAW_QUADRANTS = ((0.0, 0.5, 0.0, 0.5), (0.5, 1.0, 0.5, 1.0))
+JPEG_QUADRANTS = ((0.0, 0.5, 0.5, 1.0), (0.5, 1.0, 0.0, 0.5))
 
 
 class BenchmarkExistsError(FileExistsError, ValueError):
@@ -94,6 +98,15 @@ def _check_cfg(cfg: SynthConfig) -> None:
     for name in ("outlier_fraction", "procedural_fraction"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"SynthConfig: {name} must lie in [0, 1], got {getattr(cfg, name)}")
+    held = set(cfg.val_photos) | set(cfg.test_photos)
+    if not held <= set(cfg.photos):
+        raise ValueError(f"SynthConfig: val_photos and test_photos must be among photos {list(cfg.photos)}, got {sorted(held)}")
+    if cfg.regions not in ("halves", "quadrants"):
+        raise ValueError(f"SynthConfig: regions must be 'halves' or 'quadrants', got {cfg.regions!r}")
+    if set(cfg.val_photos) & set(cfg.test_photos):
+        raise ValueError("SynthConfig: val_photos and test_photos must be disjoint")
+    if held and set(cfg.photos) <= held:
+        raise ValueError("SynthConfig: every photo is held out; leave at least one for training")
 
 
 def plan_images(cfg: SynthConfig, seed: int) -> list[ImagePlan]:
@@ -128,6 +141,30 @@ def plan_images(cfg: SynthConfig, seed: int) -> list[ImagePlan]:
 
 
 # ---------------------------------------------------------------------------------------- render
+#: (split, role) -> (photos its scenes are cut from, column region of those photos)
+PhotoPools = dict[tuple[str, str], tuple[list[PhotoSource], tuple[float, float]]]
+
+
+def photo_pools(cfg: SynthConfig, photos: Sequence[PhotoSource]) -> PhotoPools:
+    """Which photos, and which part of them, each (split, role) crops its scenes from.
+
+    Training photos: train RAW scenes from their left halves, train JPEG scenes from their right
+    halves (``cfg.regions="quadrants"``: diagonal quadrants, :data:`RAW_QUADRANTS`). Val and test use their held-out photos whole (``cfg.val_photos`` / ``test_photos``,
+    matched by short name) when given, else the training photos' left halves (the RAW side).
+    """
+    def short(p: PhotoSource) -> str:
+        return p.name.split(":", 1)[-1]
+
+    held = set(cfg.val_photos) | set(cfg.test_photos)
+    train = [p for p in photos if short(p) not in held]
+    raw_region, jpeg_region = (RAW_QUADRANTS, JPEG_QUADRANTS) if cfg.regions == "quadrants" else (RAW_REGION, JPEG_REGION)
+    pools: PhotoPools = {("train", "raw"): (train, raw_region), ("train", "jpeg"): (train, jpeg_region)}
+    for split, names in (("val", cfg.val_photos), ("test", cfg.test_photos)):
+        own = [p for p in photos if short(p) in set(names)]
+        pools[(split, "raw")] = (own, (0.0, 1.0)) if own else (train, raw_region)
+    return pools
+
+
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """sRGB ``[1,3,H,W]`` in [0,1] -> uint8 ``HxWx3``."""
     return (img[0].clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
@@ -145,16 +182,18 @@ def render_image(
     plan: ImagePlan,
     cfg: SynthConfig,
     seed: int,
-    photos: list[PhotoSource],
+    photos: list[PhotoSource] | PhotoPools,
     dead: DeadLeavesSource,
     cam: cm.CameraModel = cm.DEFAULT_CAMERA,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Render one full image -> (arrays by kind: ``raw`` uint16 HxWx4 and/or ``gt``/``jpeg`` uint8
-    HxWx3, meta record). Deterministic for (seed, plan.index)."""
+    HxWx3, meta record). ``photos``: a list (every split crops it, :func:`photo_pools`) or the
+    pools themselves. Deterministic for (seed, plan.index)."""
     rng = np.random.default_rng([seed, plan.index])
     h, w = 2 * cfg.patch * plan.rows, 2 * cfg.patch * plan.cols
-    sources = [dead] if plan.procedural or not photos else photos
-    region = RAW_REGION if plan.role == "raw" else JPEG_REGION
+    pools = photos if isinstance(photos, dict) else photo_pools(cfg, photos)
+    pool, region = pools.get((plan.split, plan.role), ([], RAW_REGION))
+    sources = [dead] if plan.procedural or not pool else pool
     scene, info = sample_scene_info(rng, h, w, sources, region)
     x = torch.from_numpy(scene).permute(2, 0, 1)[None].contiguous()
     record: dict[str, Any] = {
@@ -284,17 +323,26 @@ def build_benchmark(
     photo_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     cam: cm.CameraModel = cm.DEFAULT_CAMERA,
+    photos_only: bool = False,
 ) -> Path:
     """Build the synthetic UP-ISP benchmark into ``out`` (see the module docstring); return ``out``.
 
-    ``photo_dir`` adds a folder of the user's JPEG/PNG photos to the bundled scikit-image photos.
+    ``photo_dir`` adds a folder of the user's JPEG/PNG photos to the bundled photos
+    (``cfg.photos``); with ``photos_only`` every split is cut from that folder alone (no bundled
+    photos, no procedural scenes; RAW and JPEG sides from the left and right halves).
     Raises :class:`BenchmarkExistsError` if ``out`` is a non-empty folder (unless ``overwrite`` and
-    it is a previous synthetic benchmark).
+    it is a previous synthetic benchmark), and ValueError for ``photos_only`` without ``photo_dir``.
     """
+    import dataclasses
+
     out = Path(out).expanduser()
+    if photos_only:
+        if not photo_dir:
+            raise ValueError("build_benchmark: photos_only needs a photo folder (--photos DIR)")
+        cfg = dataclasses.replace(cfg, photos=(), val_photos=(), test_photos=(), procedural_fraction=0.0)
     _check_out(out, overwrite)  # fail before rendering; checked again at the rename
     plans = plan_images(cfg, seed)
-    photos = builtin_photos() + (folder_source(photo_dir) if photo_dir else [])
+    photos = builtin_photos(cfg.photos) + (folder_source(photo_dir) if photo_dir else [])
     dead = DeadLeavesSource(natural_palette(photos, np.random.default_rng([seed, 10**9 + 1])))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -302,8 +350,9 @@ def build_benchmark(
     t0 = time.perf_counter()
     try:
         records = []
+        pools = photo_pools(cfg, photos)
         for plan in plans:
-            arrays, record = render_image(plan, cfg, seed, photos, dead, cam)
+            arrays, record = render_image(plan, cfg, seed, pools, dead, cam)
             write_image(tmp, plan, arrays, cfg)
             records.append(record)
         for split in SPLITS:  # empty splits still get their folders, like the challenge layout
@@ -342,6 +391,10 @@ def build_meta(
         "target_look": to_jsonable(cm.DEFAULT_LOOK),
         "outlier_looks": {k: to_jsonable(v) for k, v in cm.OUTLIER_LOOKS.items()},
         "regions": {"raw": list(RAW_REGION), "jpeg": list(JPEG_REGION)},
+        "photo_pools": {
+            f"{split}/{role}": {"photos": [p.name for p in pool], "region": to_jsonable(region)}
+            for (split, role), (pool, region) in photo_pools(cfg, photos).items()
+        },
         "sources": {
             **{p.name: {"credit": p.credit, "licence": p.licence, "shape": list(p.image.shape)} for p in photos},
             dead.name: {
@@ -358,16 +411,19 @@ def build_meta(
 
 
 # ---------------------------------------------------------------------------------------- ensure
-def ensure_dataset(run: RunConfig) -> Path:
+def ensure_dataset(run: RunConfig, synth: SynthConfig | None = None, name: str = "") -> Path:
     """Return the run's data folder, building the synthetic benchmark first if needed.
 
     Synthetic: if ``run.data_root`` lacks a complete meta.json for this profile's config and seed,
-    build it (a stale benchmark of ours is replaced). Real data: the folder must exist and hold
-    a ``train/`` or ``test/`` split, else a clear error naming it.
+    build it (a stale benchmark of ours is replaced). ``synth`` builds another config instead, in a
+    sibling cache folder ``<profile>-<name>-seed<seed>`` (notebook 05's study benchmark). Real
+    data: the folder must exist and hold a ``train/`` or ``test/`` split, else a clear error naming it.
     """
     root = Path(run.data_root).expanduser()
     if run.synthetic:
-        cfg = run.profile.synth
+        cfg = run.profile.synth if synth is None else synth
+        if synth is not None:
+            root = root.parent / root.name.replace(f"{run.profile.name}-seed", f"{run.profile.name}-{name or 'alt'}-seed")
         if is_complete(root, cfg, run.seed):
             return root
         log.info("building the synthetic %s benchmark (seed %d) into %s", run.profile.name, run.seed, root)

@@ -42,6 +42,23 @@ __all__ = [
 ]
 
 _CLAMP_MODES = ("hard", "ste")
+#: What a RAW-input network's output is added to: nothing, or the cost's reference rendering.
+_BASES = ("none", "reference")
+
+
+def _reference(raw: torch.Tensor) -> torch.Tensor:
+    """The fixed reference rendering a ``base="reference"`` network learns a residual on:
+    :func:`uotisp_lib.uot.naive_isp` with the camera's typical illuminant (the UOT cost's default
+    reference), so an untrained network outputs exactly that rendering instead of black."""
+    from uotisp_lib.uot import naive_isp
+
+    with torch.no_grad():
+        return naive_isp(raw, wb="camera")
+
+
+def _check_base(name: str, base: str) -> None:
+    if base not in _BASES:
+        raise ValueError(f"{name}: base must be one of {_BASES}, got {base!r}")
 
 
 def clamp01(x: torch.Tensor, mode: str = "hard") -> torch.Tensor:
@@ -150,27 +167,40 @@ class TinyRawNet(nn.Module):
     defaults to straight-through (``clamp="ste"``): forward values equal ``torch.clamp`` in
     training and inference; the gradient is the identity. ``clamp="hard"`` is a plain clamp.
     Input: RAW / 1023 in [0, 1] (no black-level subtraction, as the organisers' code).
+
+    ``base="reference"`` (ours, issue 10): the network learns a residual on the fixed reference
+    rendering (:func:`_reference`); the last ReLU is dropped (a residual must be able to be
+    negative) and the last convolution starts at zero, so the untrained network outputs the
+    reference, not black. Same 3,060 parameters.
     """
 
     input_kind = "packed"
 
-    def __init__(self, width: int = 12, clamp: str = "ste") -> None:
+    def __init__(self, width: int = 12, clamp: str = "ste", base: str = "none") -> None:
         super().__init__()
         if width % 4 or width < 4:
             raise ValueError(f"TinyRawNet: width must be a positive multiple of 4 (PixelShuffle(2)), got {width}")
         if clamp not in _CLAMP_MODES:
             raise ValueError(f"TinyRawNet: clamp must be one of {_CLAMP_MODES}, got {clamp!r}")
-        self.clamp_mode = clamp
+        _check_base("TinyRawNet", base)
+        if base == "reference" and width != 12:
+            raise ValueError(f"TinyRawNet: base='reference' needs width 12 (a 3-channel residual), got {width}")
+        self.clamp_mode, self.base = clamp, base
         self.conv1 = nn.Conv2d(4, width, 3, padding=1)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1)
         self.conv3 = nn.Conv2d(width, width, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
+        if base == "reference":
+            nn.init.zeros_(self.conv3.weight)
+            nn.init.zeros_(self.conv3.bias)
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         """``[B, 4, h, w]`` packed RAW in [0, 1] -> ``[B, 3 * width / 12, 2h, 2w]`` sRGB in [0, 1]."""
         _check_input("TinyRawNet", raw, 4, "a packed RAW batch [R, Gr, Gb, B]")
         y = torch.tanh(self.conv1(raw))
         y = F.relu(self.conv2(y))
+        if self.base == "reference":
+            return clamp01(_reference(raw) + self.shuffle(self.conv3(y)), self.clamp_mode)
         y = F.relu(self.conv3(y))
         return clamp01(self.shuffle(y), self.clamp_mode)
 
@@ -194,15 +224,21 @@ class UNetISP(nn.Module):
     to the 2x sRGB grid. Inputs whose sides are not multiples of 4 are replicate-padded and the
     output cropped. Output clamped to [0, 1] (straight-through gradient by default).
     Input ``[B, 4, h, w]`` in [0, 1] -> output ``[B, 3, 2h, 2w]`` in [0, 1].
+
+    ``base="reference"`` (ours, issue 10): the output is the fixed reference rendering
+    (:func:`_reference`) plus the network's residual, whose last convolution starts at zero: the
+    untrained U-Net renders the reference (unpaired UOT from the default init started near black,
+    output mean 0.03, and collapsed).
     """
 
     input_kind = "packed"
 
-    def __init__(self, width: int = 32, slope: float = 0.2, clamp: str = "ste") -> None:
+    def __init__(self, width: int = 32, slope: float = 0.2, clamp: str = "ste", base: str = "none") -> None:
         super().__init__()
         if clamp not in _CLAMP_MODES:
             raise ValueError(f"UNetISP: clamp must be one of {_CLAMP_MODES}, got {clamp!r}")
-        self.clamp_mode = clamp
+        _check_base("UNetISP", base)
+        self.clamp_mode, self.base = clamp, base
         w = width
         self.stem = nn.Sequential(nn.Conv2d(4, w, 3, padding=1), nn.LeakyReLU(slope))
         self.enc1 = _conv_block(w, w, slope)
@@ -215,6 +251,9 @@ class UNetISP(nn.Module):
         self.up1 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.PixelShuffle(2), nn.LeakyReLU(slope))
         self.dec1 = _conv_block(2 * w, w, slope)
         self.tail = nn.Sequential(nn.Conv2d(w, 12, 3, padding=1), nn.PixelShuffle(2))
+        if base == "reference":
+            nn.init.zeros_(self.tail[0].weight)
+            nn.init.zeros_(self.tail[0].bias)
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         """``[B, 4, h, w]`` packed RAW in [0, 1] -> ``[B, 3, 2h, 2w]`` sRGB in [0, 1]."""
@@ -228,6 +267,8 @@ class UNetISP(nn.Module):
         d2 = self.dec2(torch.cat([self.up2(b), s2], dim=1))
         d1 = self.dec1(torch.cat([self.up1(d2), s1], dim=1))
         y = self.tail(d1)[..., : 2 * h, : 2 * w]
+        if self.base == "reference":
+            y = _reference(raw) + y
         return clamp01(y, self.clamp_mode)
 
 

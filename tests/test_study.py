@@ -1,0 +1,234 @@
+"""Issue 10: the seeded study runner (per-image scores, paired differences, resume, verdict) and the
+study's benchmark (held-out test photos, photos-only builds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from uotisp_lib import study as st
+from uotisp_lib.config import SynthConfig, UOTStudy
+from uotisp_lib.data import sources as src
+from uotisp_lib.data import synth
+
+
+# ------------------------------------------------------------------------------ per-image scores
+def test_per_image_scores_average_patches_then_images():
+    gt = torch.full((3, 3, 16, 16), 0.5)
+    pred = gt.clone()
+    pred[0] += 0.1  # image a, patch 0: MSE 0.01 -> 20 dB
+    pred[1] += 0.01  # image a, patch 1: MSE 1e-4 -> 40 dB
+    pred[2] += 0.1  # image b: 20 dB
+    df = st.per_image_scores(pred, gt, ["a_0", "a_1", "b_0"])
+    assert list(df.image) == ["a", "b"]
+    assert df.psnr.tolist() == pytest.approx([30.0, 20.0], abs=1e-3)
+    assert set(df.columns) == {"image", "psnr", "ssim", "de2000"}
+    with pytest.raises(ValueError, match="per_image_scores: 2 stems"):
+        st.per_image_scores(pred, gt, ["a_0", "a_1"])
+
+
+def _per_image(diff_by_seed_image: dict[tuple[int, str], float], base: float = 20.0) -> pd.DataFrame:
+    rows = []
+    for (seed, img), d in diff_by_seed_image.items():
+        rows.append({"arch": "n", "variant": "paired L1", "seed": seed, "image": img, "psnr": base, "ssim": 0.5, "de2000": 5.0})
+        rows.append({"arch": "n", "variant": "x", "seed": seed, "image": img, "psnr": base + d, "ssim": 0.5, "de2000": 5.0})
+    return pd.DataFrame(rows)
+
+
+def test_paired_difference_known_value():
+    # d[s, i]: seed 0: 1, 3; seed 1: 2, 4 -> mean 2.5; by image (1.5, 3.5) var 2; by seed (2, 3) var 0.5
+    pi = _per_image({(0, "a"): 1.0, (0, "b"): 3.0, (1, "a"): 2.0, (1, "b"): 4.0})
+    d, se = st.paired_difference(pi, "n", "x", "paired L1", "psnr")
+    assert d == pytest.approx(2.5)
+    assert se == pytest.approx(math.sqrt(2.0 / 2 + 0.5 / 2))
+    d, se = st.paired_difference(pi, "n", "missing", "paired L1", "psnr")
+    assert math.isnan(d) and math.isnan(se)
+
+
+def test_summarise_study_means_and_standard_errors():
+    rows = pd.DataFrame([
+        {"arch": "n", "variant": "paired L1", "seed": s, "psnr": 20.0, "ssim": 0.5, "de2000": 5.0, "n_test_images": 2} for s in (0, 1)
+    ] + [
+        {"arch": "n", "variant": "x", "seed": s, "psnr": p, "ssim": 0.5, "de2000": 5.0, "n_test_images": 2} for s, p in ((0, 22.0), (1, 23.0))
+    ])
+    pi = _per_image({(0, "a"): 1.0, (0, "b"): 3.0, (1, "a"): 2.0, (1, "b"): 4.0})
+    summary = st.summarise_study(rows, pi)
+    x = summary[summary.variant == "x"].iloc[0]
+    assert x.n_seeds == 2 and x.n_test_images == 2
+    assert x.psnr == pytest.approx(22.5) and x.psnr_se == pytest.approx(0.5)  # std 0.707 / sqrt 2
+    assert x.d_psnr == pytest.approx(2.5)
+    base = summary[summary.variant == "paired L1"].iloc[0]
+    assert base.d_psnr == 0.0 and list(summary.variant) == ["paired L1", "x"]
+
+
+def test_verdict_rules():
+    summary = pd.DataFrame([
+        {"arch": "n", "variant": "reference", "psnr": 18.0},
+        {"arch": "n", "variant": "paired L1", "psnr": 25.0},
+        {"arch": "n", "variant": "paired UOT", "psnr": 26.0, "d_psnr": 1.0, "d_psnr_se": 0.1, "d_ssim": 0.02,
+         "d_ssim_se": 0.005, "d_de2000": -0.5, "d_de2000_se": 0.1},
+        {"arch": "n", "variant": "unpaired UOT", "psnr": 24.5, "d_psnr": -0.5, "d_psnr_se": 0.2},
+        {"arch": "n", "variant": "unpaired balanced", "psnr": 17.0},
+    ])
+    rows = []
+    for v, p in (("unpaired UOT", 24.5), ("unpaired balanced", 24.4)):
+        for s in (0, 1):
+            for i, img in enumerate("abc"):
+                rows.append({"arch": "n", "variant": v, "seed": s, "image": img, "psnr": p + 0.3 * i + 0.1 * s})
+    got = {r["claim"]: r for r in st.verdict(summary, pd.DataFrame(rows))}
+    assert got["paired UOT beats paired training"]["holds"] == "yes"
+    assert got["unpaired rivals paired (within 1 dB)"]["holds"] == "yes"
+    # semi - balanced is exactly 0.1 everywhere: SE 0, so it counts
+    assert got["the unbalanced relaxation resists outlier targets (semi vs balanced)"]["holds"] == "yes"
+    assert got["no unpaired arm below the reference rendering"]["holds"] == "no"
+    assert "unpaired balanced" in got["no unpaired arm below the reference rendering"]["evidence"]
+
+
+# ------------------------------------------------------------------------------------ benchmark
+TINY_HELD = SynthConfig(
+    patch=8, layouts=((1, 2),), n_train_raw=3, n_train_jpeg=3, n_val=2, n_test=3, procedural_fraction=0.34,
+    photos=("astronaut", "chelsea", "coffee", "flower"), val_photos=("flower",), test_photos=("coffee",),
+)
+
+
+def test_builtin_photos_from_several_packages_have_credits():
+    photos = src.builtin_photos(list(src.BUILTIN_PHOTOS))
+    names = [p.name for p in photos]
+    assert {"sklearn:china", "sklearn:flower", "matplotlib:grace_hopper", "skimage:motorcycle"} <= set(names)
+    for p in photos:
+        assert p.image.dtype == np.float32 and p.image.ndim == 3 and p.credit and p.licence
+        assert 0.0 <= p.image.min() and p.image.max() <= 1.0
+
+
+def test_held_out_photos_appear_only_in_their_split(tmp_path):
+    out = synth.build_benchmark(tmp_path / "b", TINY_HELD, 0)
+    meta = json.loads((out / "meta.json").read_text())
+    for rec in meta["images"]:
+        source = rec["scene"]["source"]
+        if rec["scene"]["kind"] == "procedural":
+            continue
+        if rec["split"] == "test":
+            assert source == "skimage:coffee", rec
+        elif rec["split"] == "val":
+            assert source == "sklearn:flower", rec
+        else:
+            assert source not in ("skimage:coffee", "sklearn:flower"), rec
+    assert meta["photo_pools"]["test/raw"] == {"photos": ["skimage:coffee"], "region": [0.0, 1.0]}
+    assert meta["photo_pools"]["train/jpeg"]["region"] == [0.5, 1.0]
+
+
+def test_held_out_photo_config_is_checked():
+    with pytest.raises(ValueError, match="must be among photos"):
+        synth.plan_images(dataclasses.replace(TINY_HELD, test_photos=("rocket",)), 0)
+    with pytest.raises(ValueError, match="must be disjoint"):
+        synth.plan_images(dataclasses.replace(TINY_HELD, val_photos=("coffee",)), 0)
+
+
+def test_photos_only_uses_the_folder_alone(tmp_path):
+    import imageio.v3 as iio
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        iio.imwrite(folder / f"{name}.png", (rng.random((48, 64, 3)) * 255).astype(np.uint8))
+    out = synth.build_benchmark(tmp_path / "b", TINY_HELD, 0, photo_dir=folder, photos_only=True)
+    meta = json.loads((out / "meta.json").read_text())
+    kinds = {r["scene"]["kind"] for r in meta["images"]}
+    sources = {r["scene"]["source"] for r in meta["images"]}
+    assert kinds == {"photo"} and sources <= {"folder:a.png", "folder:b.png"}
+    assert set(meta["sources"]) == {"folder:a.png", "folder:b.png", "dead_leaves"}
+    with pytest.raises(ValueError, match="photos_only needs a photo folder"):
+        synth.build_benchmark(tmp_path / "c", TINY_HELD, 0, photos_only=True)
+
+
+def test_cli_photos_only_needs_photos(tmp_path, capsys):
+    from uotisp_lib.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "x"), "--photos-only"]) == 2
+    assert "--photos-only needs --photos DIR" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------ the runner
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from uotisp_lib.experiments import load_training_data
+
+    cfg = SynthConfig(patch=8, layouts=((1, 2),), n_train_raw=3, n_train_jpeg=4, n_val=1, n_test=2)
+    root = synth.build_benchmark(tmp_path_factory.mktemp("study") / "b", cfg, 0)
+    return load_training_data(root, proxy_fraction=0.25)
+
+
+TINY_STUDY = UOTStudy(arch="tinyraw", archs=("tinyraw",), epochs=1, batch_size=4, seeds=2, potential_width=4, expert_width=4)
+
+
+def test_arm_configs_differ_in_exactly_their_factor(tiny_data):
+    base = st.arm_config("unpaired UOT", TINY_STUDY, "tinyraw", 0, tiny_data)[1]
+    assert base.arch_kwargs == (("base", "reference"),)
+    assert st.arm_config("unpaired no cost", TINY_STUDY, "tinyraw", 0, tiny_data)[1].uot.tau == 0.0
+    assert st.arm_config("unpaired balanced", TINY_STUDY, "tinyraw", 0, tiny_data)[1].uot.psi_target == "linear"
+    assert st.arm_config("unpaired no experts", TINY_STUDY, "tinyraw", 0, tiny_data)[1].experts == ()
+    assert st.arm_config("paired UOT", TINY_STUDY, "tinyraw", 0, tiny_data)[1].mode == "paired"
+    _, _, d = st.arm_config("unpaired true targets", TINY_STUDY, "tinyraw", 0, tiny_data)
+    assert d.targets is tiny_data.gt_train
+    _, _, d = st.arm_config("unpaired outliers removed", TINY_STUDY, "tinyraw", 0, tiny_data)
+    assert not set(tiny_data.outlier_images) & {s.rsplit("_", 1)[0] for s in d.targets.stems}
+    kind, pcfg, _ = st.arm_config("paired L1", TINY_STUDY, "tinyraw", 1, tiny_data)
+    assert kind == "paired_l1" and pcfg.paired and pcfg.seed == 1 and pcfg.arch_kwargs == (("base", "reference"),)
+    with pytest.raises(ValueError, match="unknown study arm 'magic'"):
+        st.arm_config("magic", TINY_STUDY, "tinyraw", 0, tiny_data)
+
+
+@pytest.mark.slow
+def test_run_study_rows_resume_and_refuse_another_config(tiny_data, tmp_path):
+    arms = ("reference", "unpaired UOT")
+    rows, per_image = st.run_study(tiny_data, TINY_STUDY, tmp_path, variants=arms, log=None)
+    assert list(rows.columns[:7]) == ["arch", "variant", "seed", "psnr", "ssim", "de2000", "n_test_images"]
+    assert len(rows) == 4 and sorted(rows.seed.unique()) == [0, 1]
+    assert (rows.n_test_images == 2).all() and len(per_image) == 8
+    ref = rows[rows.variant == "reference"]
+    assert ref.psnr.nunique() == 1  # untrained: the same for every seed
+    # the row's mean is the mean over images of the per-image values
+    one = per_image[(per_image.variant == "unpaired UOT") & (per_image.seed == 1)]
+    assert rows[(rows.variant == "unpaired UOT") & (rows.seed == 1)].psnr.item() == pytest.approx(one.psnr.mean())
+    # resume: a second call reads every result back (same seconds), trains nothing
+    again, _ = st.run_study(tiny_data, TINY_STUDY, tmp_path, variants=arms, log=None)
+    pd.testing.assert_frame_equal(rows, again)
+    with pytest.raises(ValueError, match="a result of another configuration is stored here"):
+        st.run_study(tiny_data, dataclasses.replace(TINY_STUDY, lr_map=1e-2), tmp_path, variants=arms, log=None)
+    with pytest.raises(ValueError, match="unknown arms"):
+        st.run_study(tiny_data, TINY_STUDY, tmp_path, variants=("nope",), log=None)
+
+
+def test_cost_check_table_on_validation(tiny_data):
+    t = st.cost_check_table(tiny_data, costs=("quadratic", "structure"))
+    assert len(t) == 4 and set(t.reference) == {"camera", "gray_world"}
+    assert t.truth_ratio.is_monotonic_increasing
+    assert (t.c_ref.abs() < 1e-3).all() and (t.c_gt > 0).all()
+
+
+def test_quadrant_regions_keep_raw_and_jpeg_scenes_apart(tmp_path):
+    cfg = dataclasses.replace(TINY_HELD, regions="quadrants", procedural_fraction=0.0, n_train_raw=4, n_train_jpeg=4)
+    out = synth.build_benchmark(tmp_path / "q", cfg, 1)
+    meta = json.loads((out / "meta.json").read_text())
+    shapes = {n: v["shape"] for n, v in meta["sources"].items() if "shape" in v}
+    for rec in meta["images"]:
+        if rec["split"] != "train":
+            continue
+        top, left, ch, cw = rec["scene"]["crop"]
+        ph, pw = shapes[rec["scene"]["source"]][:2]
+        # the crop's box lies inside one quadrant: raw -> diagonal (TL or BR), jpeg -> anti-diagonal
+        in_top, in_left = top + ch <= round(0.5 * ph), left + cw <= round(0.5 * pw)
+        in_bottom, in_right = top >= round(0.5 * ph), left >= round(0.5 * pw)
+        assert (in_top or in_bottom) and (in_left or in_right), rec
+        diagonal = (in_top and in_left) or (in_bottom and in_right)
+        assert diagonal == (rec["role"] == "raw"), rec
+    with pytest.raises(ValueError, match="regions must be 'halves' or 'quadrants'"):
+        synth.plan_images(dataclasses.replace(TINY_HELD, regions="stripes"), 0)

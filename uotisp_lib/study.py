@@ -1,0 +1,353 @@
+"""The seeded UOT study of notebook 05 (issue 10): every arm x architecture x seed, resumable.
+
+One runner that notebook 05, ``uotisp reproduce`` (through the notebook) and the tests share:
+
+- :data:`VARIANTS`: the study's arms, named exactly as in the tables;
+- :func:`arm_config`: the :class:`~uotisp_lib.train.UOTTrainConfig` (or paired-L1
+  :class:`~uotisp_lib.train.PseudoPairConfig`) and the training data of one arm;
+- :func:`run_study`: trains each (arch, arm, seed) once, scores it on the test split **per image**
+  (metrics averaged over an image's patches, then over images), and writes one JSON result per
+  run atomically, so an interrupted study resumes where it stopped and a finished run is never
+  recomputed (its configuration is stored with it and checked);
+- :func:`summarise_study`: mean and standard error over seeds per arm, and the paired per-image
+  difference of each arm to ``paired L1`` with its standard error.
+
+Selection happens on the validation split only (each trainer's history); the test split is
+scored once per finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from uotisp_lib import io as uio
+from uotisp_lib import metrics
+from uotisp_lib.config import UOTStudy, to_jsonable
+from uotisp_lib.uot import UOTConfig, naive_isp
+
+#: The study's arms, in table order (issue 10).
+VARIANTS: tuple[str, ...] = (
+    "reference",
+    "paired L1",
+    "paired UOT",
+    "unpaired UOT",
+    "unpaired no cost",
+    "unpaired balanced",
+    "unpaired no experts",
+    "unpaired outliers removed",
+    "unpaired true targets",
+)
+
+METRICS = ("psnr", "ssim", "de2000")
+#: Columns of the study's rows (``uot_study.csv``), in order.
+ROW_COLUMNS = ("arch", "variant", "seed", *METRICS, "n_test_images", "params", "val_psnr", "seconds")
+
+
+def image_id(stem: str) -> str:
+    """``s0012_3`` -> ``s0012`` (a patch's full image)."""
+    return stem.rsplit("_", 1)[0]
+
+
+def per_image_scores(preds: torch.Tensor, gt: torch.Tensor, stems: Sequence[str]) -> pd.DataFrame:
+    """Per-image PSNR / SSIM / dE2000: each metric on every patch ``[N,3,H,W]`` (keyed by ``stems``),
+    then averaged over the patches of each full image -> one row per image (``image`` column),
+    sorted by image id. PSNR is capped as in :func:`uotisp_lib.metrics.summarise`."""
+    if len(stems) != preds.shape[0] or preds.shape != gt.shape:
+        raise ValueError(f"per_image_scores: {len(stems)} stems, preds {tuple(preds.shape)}, gt {tuple(gt.shape)}")
+    m = metrics.evaluate(preds, gt)
+    df = pd.DataFrame({k: m[k].double().cpu().numpy() for k in METRICS})
+    df["psnr"] = df["psnr"].clip(upper=metrics.PSNR_CAP)
+    df["image"] = [image_id(s) for s in stems]
+    return df.groupby("image", sort=True)[list(METRICS)].mean().reset_index()
+
+
+# ------------------------------------------------------------------------------------------- arms
+def base_config(study: UOTStudy, arch: str, seed: int, cost: str | None = None, experts: Sequence[str] | None = None):
+    """The study's unpaired UOT configuration of ``arch`` (semi-relaxed, committee, study's cost)."""
+    from uotisp_lib.train import UOTTrainConfig
+
+    uot_cfg = UOTConfig.preset(
+        "semi", tau=study.tau, cost=cost or study.cost, alpha=study.alpha, r1_gamma=study.r1_gamma,
+        r1_scale=study.r1_scale, reference_wb=study.reference_wb, map_steps_per_potential=study.map_steps,
+    )
+    return UOTTrainConfig(
+        arch=arch, arch_kwargs=study.kwargs_for(arch), mode="unpaired", uot=uot_cfg, epochs=study.epochs,
+        batch_size=study.batch_size, lr_map=study.lr_map, lr_potential=study.lr_potential,
+        potential_width=study.potential_width,
+        experts=tuple(experts) if experts is not None else ("colour", "structure", "frequency"),
+        expert_width=study.expert_width, expert_weight=study.expert_weight, expert_reference=study.expert_reference,
+        crop=study.crop, paired_l1=study.paired_l1, seed=seed,
+    )
+
+
+def arm_config(name: str, study: UOTStudy, arch: str, seed: int, data, cost: str | None = None):
+    """``(kind, config, data)`` of one arm: kind ``"reference"`` (no training), ``"paired_l1"``
+    (:class:`~uotisp_lib.train.PseudoPairConfig`) or ``"uot"`` (:class:`~uotisp_lib.train.UOTTrainConfig`);
+    ``data`` is the :class:`~uotisp_lib.experiments.TrainingData` the arm trains on."""
+    from uotisp_lib.train import PseudoPairConfig
+
+    base = base_config(study, arch, seed, cost)
+    if name == "reference":
+        return "reference", None, data
+    if name == "paired L1":
+        cfg = PseudoPairConfig(arch=arch, arch_kwargs=study.kwargs_for(arch), paired=True, ssim_weight=0.0,
+                               stage1_epochs=study.epochs, stage2_epochs=0, batch_size=study.batch_size,
+                               lr=study.lr_map, crop=study.crop, seed=seed)
+        return "paired_l1", cfg, data
+    if name == "paired UOT":
+        return "uot", dataclasses.replace(base, mode="paired"), data
+    if name == "unpaired UOT":
+        return "uot", base, data
+    if name == "unpaired no cost":
+        return "uot", dataclasses.replace(base, uot=dataclasses.replace(base.uot, tau=0.0)), data
+    if name == "unpaired balanced":
+        return "uot", dataclasses.replace(base, uot=dataclasses.replace(base.uot, psi_target="linear")), data
+    if name == "unpaired no experts":
+        return "uot", dataclasses.replace(base, experts=()), data
+    if name == "unpaired outliers removed":
+        return "uot", base, data.without_outliers()
+    if name == "unpaired true targets":
+        if data.gt_train is None:
+            raise ValueError(f"{data.root}: 'unpaired true targets' needs train/gt (the synthetic benchmark has it)")
+        return "uot", base, dataclasses.replace(data, targets=data.gt_train)
+    raise ValueError(f"unknown study arm {name!r}; expected one of {', '.join(VARIANTS)}")
+
+
+def slug(name: str) -> str:
+    return name.replace(" ", "_").replace(",", "")
+
+
+# ------------------------------------------------------------------------------------------- runs
+def _result_path(out_dir: Path, arch: str, name: str, seed: int) -> Path:
+    return out_dir / "results" / arch / f"{slug(name)}-seed{seed}.json"
+
+
+def _score_trainer(trainer, data) -> pd.DataFrame:
+    from uotisp_lib.experiments import model_inputs
+
+    model = trainer.eval_model()
+    inputs = model_inputs(data.raw_test, getattr(model, "input_kind", "rgb"), trainer.preprocess)
+    preds = trainer.predict(inputs)
+    return per_image_scores(preds, data.gt_test.select(data.raw_test.stems), data.raw_test.stems)
+
+
+def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str | Path, device: str = "cpu",
+            cost: str | None = None) -> dict:
+    """Train (or load the finished result of) one arm and seed; return its result record:
+    ``arch, variant, seed, psnr, ssim, de2000, n_test_images, params, seconds, val_psnr`` and
+    ``per_image`` (a list of per-image dicts). Written to ``out_dir/results/<arch>/<arm>-seed<s>.json``."""
+    from uotisp_lib.experiments import run_pseudo_pair, run_uot
+    from uotisp_lib.models import build_isp, count_parameters
+
+    if data.raw_test is None or data.gt_test is None:
+        raise ValueError(f"{data.root}: the study needs test/raws and test/gt")
+    out_dir = Path(out_dir)
+    kind, cfg, arm_data = arm_config(name, study, arch, seed, data, cost)
+    wanted = json.loads(json.dumps(to_jsonable({"kind": kind, "config": cfg, "n_targets": len(arm_data.targets)})))
+    path = _result_path(out_dir, arch, name, seed)
+    if path.is_file():
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        if rec.get("setup") == wanted:
+            return rec
+        raise ValueError(f"{path}: a result of another configuration is stored here; delete it or use another results folder")
+    t0 = time.perf_counter()
+    run_dir = out_dir / "runs" / arch / f"{slug(name)}-seed{seed}"
+    val_psnr = float("nan")
+    if kind == "reference":
+        ref = naive_isp(data.raw_test.images, wb=study.reference_wb)
+        scores = per_image_scores(ref, data.gt_test.select(data.raw_test.stems), data.raw_test.stems)
+        params = 0
+        if data.raw_val is not None and data.gt_val is not None:
+            v = per_image_scores(naive_isp(data.raw_val.images, wb=study.reference_wb),
+                                 data.gt_val.select(data.raw_val.stems), data.raw_val.stems)
+            val_psnr = float(v["psnr"].mean())
+    else:
+        _, trainer = (run_pseudo_pair if kind == "paired_l1" else run_uot)(arm_data, cfg, run_dir, device=device)
+        scores = _score_trainer(trainer, data)
+        params = count_parameters(trainer.model)
+        val_psnr = float(trainer.state.history[-1].get("val_psnr", float("nan")))
+    rec = {
+        "arch": arch,
+        "variant": name,
+        "seed": seed,
+        **{k: float(scores[k].mean()) for k in METRICS},
+        "n_test_images": int(len(scores)),
+        "params": int(params) if kind != "reference" else count_parameters(build_isp(arch, **dict(study.kwargs_for(arch)))),
+        "val_psnr": val_psnr,
+        "seconds": time.perf_counter() - t0,
+        "per_image": scores.to_dict(orient="records"),
+        "setup": wanted,
+    }
+    uio.atomic_write_text(path, json.dumps(rec, indent=1, sort_keys=True) + "\n")
+    return rec
+
+
+def run_study(
+    data,
+    study: UOTStudy,
+    out_dir: str | Path,
+    *,
+    archs: Sequence[str] | None = None,
+    variants: Sequence[str] = VARIANTS,
+    device: str = "cpu",
+    cost: str | None = None,
+    seed0: int = 0,
+    log: Callable[[str], None] | None = print,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every (arch, arm, seed) of the study -> ``(rows, per_image)`` DataFrames.
+
+    Seeds are ``seed0 .. seed0 + study.seeds_for(arch) - 1``, the same in every arm. ``rows``: one
+    row per run with ``arch, variant, seed, psnr, ssim, de2000, n_test_images, params, val_psnr,
+    seconds``; ``per_image``: one row per run and test image. Finished runs are read back.
+    """
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise ValueError(f"run_study: unknown arms {bad}; expected names from {', '.join(VARIANTS)}")
+    rows, per_image = [], []
+    for arch in archs or study.archs:
+        for seed in range(seed0, seed0 + study.seeds_for(arch)):
+            for name in variants:
+                rec = run_arm(name, study, arch, seed, data, out_dir, device, cost)
+                if log is not None:
+                    log(f"{arch:9s} {name:26s} seed {seed}: PSNR {rec['psnr']:.2f} dB  SSIM {rec['ssim']:.3f}  "
+                        f"dE {rec['de2000']:.2f}  ({rec['seconds']:.0f} s)")
+                rows.append({k: rec[k] for k in ROW_COLUMNS})
+                per_image += [{"arch": arch, "variant": name, "seed": seed, "image": r["image"], **{k: r[k] for k in METRICS}}
+                              for r in rec["per_image"]]
+    return pd.DataFrame(rows), pd.DataFrame(per_image)
+
+
+# ---------------------------------------------------------------------------------------- summary
+def _se(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def paired_difference(per_image: pd.DataFrame, arch: str, arm: str, baseline: str, metric: str) -> tuple[float, float]:
+    """Mean and standard error of ``arm - baseline`` on ``metric``, paired by seed and test image.
+
+    The difference ``d[s, i]`` is taken per seed ``s`` and image ``i`` (both arms share seeds and
+    images). Its standard error combines the spread over images of the seed-averaged difference
+    and the spread over seeds of the image-averaged difference:
+    ``SE^2 = var_i(mean_s d) / n_i + var_s(mean_i d) / n_s`` (the second term is absent with one seed).
+    """
+    a = per_image[(per_image.arch == arch) & (per_image.variant == arm)]
+    b = per_image[(per_image.arch == arch) & (per_image.variant == baseline)]
+    m = a.merge(b, on=["seed", "image"], suffixes=("", "_base"))
+    if m.empty:
+        return float("nan"), float("nan")
+    d = m[metric] - m[f"{metric}_base"]
+    m = m.assign(d=d)
+    by_image = m.groupby("image")["d"].mean().to_numpy()
+    by_seed = m.groupby("seed")["d"].mean().to_numpy()
+    var = (by_image.var(ddof=1) / len(by_image) if len(by_image) > 1 else 0.0) + (
+        by_seed.var(ddof=1) / len(by_seed) if len(by_seed) > 1 else 0.0
+    )
+    return float(d.mean()), float(math.sqrt(var)) if len(by_image) > 1 else float("nan")
+
+
+def summarise_study(rows: pd.DataFrame, per_image: pd.DataFrame, baseline: str = "paired L1") -> pd.DataFrame:
+    """One row per (arch, arm): ``n_seeds, n_test_images``, mean and standard error over seeds of
+    PSNR / SSIM / dE2000 (``psnr_se``...), and the paired per-image difference to ``baseline``
+    (``d_psnr``, ``d_psnr_se``, ...; :func:`paired_difference`)."""
+    out = []
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    for (arch, arm), g in rows.groupby(["arch", "variant"], sort=False):
+        r: dict = {"arch": arch, "variant": arm, "n_seeds": int(g.seed.nunique()), "n_test_images": int(g.n_test_images.max())}
+        for k in METRICS:
+            r[k] = float(g[k].mean())
+            r[f"{k}_se"] = _se(g[k].to_numpy())
+        for k in METRICS:
+            if arm == baseline:
+                r[f"d_{k}"], r[f"d_{k}_se"] = 0.0, 0.0
+            else:
+                r[f"d_{k}"], r[f"d_{k}_se"] = paired_difference(per_image, arch, arm, baseline, k)
+        out.append(r)
+    df = pd.DataFrame(out)
+    df["_o"] = df.variant.map(order)
+    archs = list(dict.fromkeys(rows.arch))
+    df["_a"] = df.arch.map({a: i for i, a in enumerate(archs)})
+    return df.sort_values(["_a", "_o"]).drop(columns=["_a", "_o"]).reset_index(drop=True)
+
+
+def arm_difference(per_image: pd.DataFrame, arch: str, arm: str, other: str, metric: str = "psnr") -> tuple[float, float]:
+    """``arm - other`` paired by seed and image (see :func:`paired_difference`)."""
+    return paired_difference(per_image, arch, arm, other, metric)
+
+
+# ---------------------------------------------------------------------------------------- verdict
+def _call(d: float, se: float, higher_is_better: bool = True) -> str:
+    """``better`` / ``worse`` when ``|d| > 2 SE`` (in the good / bad direction), else ``tie``."""
+    if not (math.isfinite(d) and math.isfinite(se)):
+        return "n/a"
+    if abs(d) <= 2 * se:
+        return "tie"
+    return "better" if (d > 0) == higher_is_better else "worse"
+
+
+def verdict(summary: pd.DataFrame, per_image: pd.DataFrame) -> list[dict]:
+    """The EGUOT-ISP claims, judged from the study (a difference counts when it exceeds 2 standard
+    errors, paired by seed and image; :func:`paired_difference`). One dict per (claim, arch):
+    ``claim, arch, holds`` (``"yes"``, ``"no"`` or ``"not shown"``) and ``evidence`` (a sentence)."""
+    out = []
+    s = summary.set_index(["arch", "variant"])
+    for arch in dict.fromkeys(summary.arch):
+        def has(v: str) -> bool:
+            return (arch, v) in s.index
+
+        if has("paired UOT") and has("paired L1"):
+            r = s.loc[(arch, "paired UOT")]
+            calls = [_call(r.d_psnr, r.d_psnr_se), _call(r.d_ssim, r.d_ssim_se), _call(r.d_de2000, r.d_de2000_se, False)]
+            holds = "yes" if all(c == "better" for c in calls) else ("no" if "worse" in calls else "not shown")
+            out.append({"claim": "paired UOT beats paired training", "arch": arch, "holds": holds,
+                        "evidence": f"PSNR {r.d_psnr:+.2f} +- {r.d_psnr_se:.2f} dB, SSIM {r.d_ssim:+.3f} +- {r.d_ssim_se:.3f}, "
+                                    f"dE2000 {r.d_de2000:+.2f} +- {r.d_de2000_se:.2f} vs paired L1"})
+        if has("unpaired UOT") and has("paired L1"):
+            r = s.loc[(arch, "unpaired UOT")]
+            gap = r.psnr - s.loc[(arch, "paired L1")].psnr
+            out.append({"claim": "unpaired rivals paired (within 1 dB)", "arch": arch,
+                        "holds": "yes" if gap >= -1.0 else "no",
+                        "evidence": f"unpaired UOT {r.psnr:.2f} dB vs paired L1 {r.psnr - gap:.2f} dB "
+                                    f"(paired difference {r.d_psnr:+.2f} +- {r.d_psnr_se:.2f} dB)"})
+        for claim, arm, other in (
+            ("the unbalanced relaxation resists outlier targets (semi vs balanced)", "unpaired UOT", "unpaired balanced"),
+            ("the committee helps (with vs without experts)", "unpaired UOT", "unpaired no experts"),
+            ("the transport cost helps (with vs without cost)", "unpaired UOT", "unpaired no cost"),
+        ):
+            if has(arm) and has(other):
+                d, se = paired_difference(per_image, arch, arm, other, "psnr")
+                c = _call(d, se)
+                out.append({"claim": claim, "arch": arch,
+                            "holds": {"better": "yes", "worse": "no"}.get(c, "not shown"),
+                            "evidence": f"PSNR {d:+.2f} +- {se:.2f} dB ({arm} minus {other})"})
+        if has("reference"):
+            floor = s.loc[(arch, "reference")].psnr
+            below = [v for v in VARIANTS if v.startswith("unpaired") and has(v) and s.loc[(arch, v)].psnr < floor]
+            out.append({"claim": "no unpaired arm below the reference rendering", "arch": arch,
+                        "holds": "no" if below else "yes",
+                        "evidence": f"reference {floor:.2f} dB" + (f"; below it: {', '.join(below)}" if below else "")})
+    return out
+
+
+def cost_check_table(data, costs: Sequence[str] | None = None, wbs: Sequence[str] = ("camera", "gray_world"),
+                     mapped: torch.Tensor | None = None, seed: int = 0) -> pd.DataFrame:
+    """:func:`uotisp_lib.uot.cost_check` on the validation split, for every cost (``tau = 1``) and
+    reference white balance; sorted by the truth ratio (best first)."""
+    from uotisp_lib import uot
+
+    if data.raw_val is None or data.gt_val is None:
+        raise ValueError(f"{data.root}: cost_check needs a validation split with ground truth (val/raws, val/gt)")
+    x, gt = data.raw_val.images, data.gt_val.select(data.raw_val.stems)
+    refs = {wb: uot.naive_isp(x, wb=wb) for wb in wbs}
+    fns = {c: uot.get_cost(c, tau=1.0) for c in (costs or uot.COSTS)}
+    rows = uot.cost_check(x, gt, fns, refs, mapped=mapped, generator=torch.Generator().manual_seed(seed))
+    return pd.DataFrame(rows).sort_values("truth_ratio").reset_index(drop=True)
