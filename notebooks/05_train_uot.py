@@ -99,10 +99,13 @@ print(f"{len(data.raw_train)} RAW patches, {len(data.targets)} target patches "
 # one (lower is better; 1 means the cost cannot tell the truth apart).
 
 # %%
-checks = uot_study.cost_check_table(data) if data.raw_val is not None and data.gt_val is not None else None
-if checks is not None:
-    reporting.write_table(checks, run.results_dir, "uot_cost_check", metadata=config.run_metadata(run, split="val"))
-    print(checks.to_string(index=False))
+has_val = data.raw_val is not None and data.gt_val is not None
+if has_val:
+    before = uot_study.cost_check_table(data)
+    print(before.to_string(index=False))
+    best = before.iloc[0]
+    print(f"\nlowest truth ratio: {best.cost} with the {best.reference} reference; "
+          f"this profile's study uses {study.cost} with the {study.reference_wb} reference")
 
 # %% [markdown]
 # ## The run
@@ -121,6 +124,17 @@ hist = pd.DataFrame(trainer.state.history)
 table = pd.DataFrame([{"mode": mode, "psi": psi, "cost": cost, "experts": ",".join(expert_names) or "none", **row}])
 reporting.write_table(table, run.results_dir, f"uot_run_{mode}_{arch}", metadata=config.run_metadata(run, uot=cfg))
 table
+
+# %% [markdown]
+# The same check with the trained map: $c(x, T(x))$ against $c(x, \mathrm{GT})$. A map whose cost is
+# far below the truth's has been pulled towards the reference rather than towards the truth.
+
+# %%
+if has_val:
+    mapped = trainer.predict(model_inputs(data.raw_val, getattr(trainer.model, "input_kind", "rgb"), trainer.preprocess))
+    checks = uot_study.cost_check_table(data, mapped=mapped)
+    reporting.write_table(checks, run.results_dir, "uot_cost_check", metadata=config.run_metadata(run, split="val", uot=cfg))
+    print(checks.to_string(index=False))
 
 # %%
 panels = [
@@ -189,13 +203,15 @@ if compare:
     rows, per_image = uot_study.run_study(data, study, runs_dir / "study", device=run.device, cost=cost)
     wall = time.perf_counter() - t_start
     meta = config.run_metadata(run, study=study, cost=cost, wall_seconds_notebook=round(wall, 1),
+                               train_seconds_all_runs=round(float(rows.seconds.sum()), 1),
                                n_seeds={a: study.seeds_for(a) for a in study.archs},
                                n_test_images=int(rows.n_test_images.max()))
     reporting.write_table(rows, run.results_dir, "uot_study", metadata=meta)
     reporting.write_table(per_image, run.results_dir, "uot_study_per_image", metadata=meta, markdown=False)
     summary = uot_study.summarise_study(rows, per_image)
     reporting.write_table(summary, run.results_dir, "uot_study_summary", metadata=meta)
-    print(f"study done: {len(rows)} runs, notebook wall time so far {wall / 60:.1f} min")
+    print(f"study done: {len(rows)} runs, {rows.seconds.sum() / 60:.1f} min of training and scoring "
+          f"(this execution: {wall / 60:.1f} min; finished runs are read back, not retrained)")
     cols = ["arch", "variant", "n_seeds", "n_test_images", "psnr", "psnr_se", "ssim", "de2000", "d_psnr", "d_psnr_se"]
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

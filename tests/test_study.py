@@ -232,3 +232,36 @@ def test_quadrant_regions_keep_raw_and_jpeg_scenes_apart(tmp_path):
         assert diagonal == (rec["role"] == "raw"), rec
     with pytest.raises(ValueError, match="regions must be 'halves' or 'quadrants'"):
         synth.plan_images(dataclasses.replace(TINY_HELD, regions="stripes"), 0)
+
+
+def test_ensure_dataset_builds_the_study_benchmark_beside_the_profiles(tmp_path, monkeypatch):
+    from uotisp_lib.config import resolve_run
+    from uotisp_lib.data import ensure_dataset
+
+    monkeypatch.setenv("UOTISP_CACHE", str(tmp_path))
+    run = resolve_run("smoke", seed=3)
+    cfg = SynthConfig(patch=8, layouts=((1, 2),), n_train_raw=1, n_train_jpeg=1, n_val=1, n_test=1)
+    root = ensure_dataset(run, cfg, "uot")
+    assert root.name == "smoke-uot-seed3" and root.parent == run.data_root.parent
+    assert synth.is_complete(root, cfg, 3) and not run.data_root.exists()
+    stamp = (root / "meta.json").stat().st_mtime_ns
+    assert ensure_dataset(run, cfg, "uot") == root and (root / "meta.json").stat().st_mtime_ns == stamp  # reused
+
+
+def test_best_validation_epoch_is_exported_and_scored(tiny_data, tmp_path):
+    from uotisp_lib.experiments import run_uot
+    from uotisp_lib.inference import load_isp, render
+
+    cfg = dataclasses.replace(st.base_config(dataclasses.replace(TINY_STUDY, epochs=3, lr_map=5e-2), "tinyraw", 0))
+    _, trainer = run_uot(tiny_data, cfg, tmp_path / "r")
+    hist = [h["val_psnr"] for h in trainer.state.history]
+    best = int(np.argmax(hist)) + 1
+    assert trainer.state.extra["best_epoch"] == best and trainer.state.extra["best_val_psnr"] == pytest.approx(max(hist))
+    # the best export reproduces the best epoch's validation PSNR
+    from uotisp_lib import metrics
+
+    preds = render(load_isp(tmp_path / "r" / "best"), tiny_data.raw_val.images)
+    got = metrics.summarise(metrics.evaluate(preds, tiny_data.gt_val.select(tiny_data.raw_val.stems)))["psnr"]
+    assert got == pytest.approx(max(hist), abs=1e-3)
+    scores, epoch = st._score_trainer(trainer, tiny_data)
+    assert epoch == best and len(scores) == 2

@@ -49,7 +49,7 @@ VARIANTS: tuple[str, ...] = (
 
 METRICS = ("psnr", "ssim", "de2000")
 #: Columns of the study's rows (``uot_study.csv``), in order.
-ROW_COLUMNS = ("arch", "variant", "seed", *METRICS, "n_test_images", "params", "val_psnr", "seconds")
+ROW_COLUMNS = ("arch", "variant", "seed", *METRICS, "n_test_images", "params", "val_psnr", "epoch", "seconds")
 
 
 def image_id(stem: str) -> str:
@@ -131,20 +131,24 @@ def _result_path(out_dir: Path, arch: str, name: str, seed: int) -> Path:
     return out_dir / "results" / arch / f"{slug(name)}-seed{seed}.json"
 
 
-def _score_trainer(trainer, data) -> pd.DataFrame:
-    from uotisp_lib.experiments import model_inputs
+def _score_trainer(trainer, data) -> tuple[pd.DataFrame, int]:
+    """Test scores of the map selected on validation (the trainer's ``best`` export, the epoch of
+    the highest validation PSNR; the last epoch's map without validation data) and that epoch."""
+    from uotisp_lib.inference import load_isp, render
 
-    model = trainer.eval_model()
-    inputs = model_inputs(data.raw_test, getattr(model, "input_kind", "rgb"), trainer.preprocess)
-    preds = trainer.predict(inputs)
-    return per_image_scores(preds, data.gt_test.select(data.raw_test.stems), data.raw_test.stems)
+    best = trainer.run_dir / "best"
+    bundle = load_isp(best if (best / "isp.json").is_file() else trainer.run_dir / "export")
+    preds = render(bundle, data.raw_test.images)
+    epoch = int(trainer.state.extra.get("best_epoch", trainer.state.extra["epoch"]))
+    return per_image_scores(preds, data.gt_test.select(data.raw_test.stems), data.raw_test.stems), epoch
 
 
 def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str | Path, device: str = "cpu",
             cost: str | None = None) -> dict:
     """Train (or load the finished result of) one arm and seed; return its result record:
-    ``arch, variant, seed, psnr, ssim, de2000, n_test_images, params, seconds, val_psnr`` and
-    ``per_image`` (a list of per-image dicts). Written to ``out_dir/results/<arch>/<arm>-seed<s>.json``."""
+    ``arch, variant, seed, psnr, ssim, de2000, n_test_images, params, val_psnr, epoch, seconds``
+    and ``per_image`` (a list of per-image dicts). Trained arms are scored with the map of the epoch
+    of highest validation PSNR (``epoch``; model selection on validation, never on test). Written to ``out_dir/results/<arch>/<arm>-seed<s>.json``."""
     from uotisp_lib.experiments import run_pseudo_pair, run_uot
     from uotisp_lib.models import build_isp, count_parameters
 
@@ -161,7 +165,7 @@ def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str
         raise ValueError(f"{path}: a result of another configuration is stored here; delete it or use another results folder")
     t0 = time.perf_counter()
     run_dir = out_dir / "runs" / arch / f"{slug(name)}-seed{seed}"
-    val_psnr = float("nan")
+    val_psnr, selected_epoch = float("nan"), 0
     if kind == "reference":
         ref = naive_isp(data.raw_test.images, wb=study.reference_wb)
         scores = per_image_scores(ref, data.gt_test.select(data.raw_test.stems), data.raw_test.stems)
@@ -172,9 +176,9 @@ def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str
             val_psnr = float(v["psnr"].mean())
     else:
         _, trainer = (run_pseudo_pair if kind == "paired_l1" else run_uot)(arm_data, cfg, run_dir, device=device)
-        scores = _score_trainer(trainer, data)
+        scores, selected_epoch = _score_trainer(trainer, data)
         params = count_parameters(trainer.model)
-        val_psnr = float(trainer.state.history[-1].get("val_psnr", float("nan")))
+        val_psnr = float(trainer.state.extra.get("best_val_psnr", trainer.state.history[-1].get("val_psnr", float("nan"))))
     rec = {
         "arch": arch,
         "variant": name,
@@ -183,6 +187,7 @@ def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str
         "n_test_images": int(len(scores)),
         "params": int(params) if kind != "reference" else count_parameters(build_isp(arch, **dict(study.kwargs_for(arch)))),
         "val_psnr": val_psnr,
+        "epoch": selected_epoch,
         "seconds": time.perf_counter() - t0,
         "per_image": scores.to_dict(orient="records"),
         "setup": wanted,

@@ -200,6 +200,11 @@ class EpochTrainer:
             record.update(self.evaluate())
             self.state.history.append(record)
             self.state.extra["epoch"] = epoch + 1
+            best = self.state.extra.get("best_val_psnr")
+            if "val_psnr" in record and (best is None or record["val_psnr"] > best):
+                # model selection on the validation split: the best epoch's map, exported beside the last
+                self.state.extra.update(best_val_psnr=float(record["val_psnr"]), best_epoch=epoch + 1)
+                self.export(self.run_dir / "best")
             save_checkpoint(ckpt_dir, self.state)
             self.export()
             done_here += 1
@@ -207,10 +212,14 @@ class EpochTrainer:
         bar.close()
         return list(self.state.history)
 
-    def export(self) -> Path:
-        """Write the evaluated map as ``run_dir/export`` (see :mod:`uotisp_lib.inference`)."""
+    def export(self, out: Path | None = None) -> Path:
+        """Write the evaluated map as ``run_dir/export`` (or ``out``; see :mod:`uotisp_lib.inference`).
+
+        With validation ground truth, ``run_dir/best`` holds the map of the epoch with the highest
+        validation PSNR (``state.extra["best_epoch"]``): what a study selects on validation."""
         meta = {"epoch": self.state.extra["epoch"], **self.export_meta()}
-        return export_isp(self.run_dir / "export", self.eval_model(), self.arch, self.arch_kwargs, self.preprocess, meta)
+        out = self.run_dir / "export" if out is None else out
+        return export_isp(out, self.eval_model(), self.arch, self.arch_kwargs, self.preprocess, meta)
 
 
 def _check_same_config(path: Path, saved: dict | None, wanted: dict | None) -> None:
