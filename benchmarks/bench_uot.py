@@ -67,6 +67,7 @@ def main() -> None:
                 base = 1e3 * median_seconds(map_only, device, repeats)
                 step = 1e3 * median_seconds(lambda: tr.train_step(stems, 0), device, repeats)
             print(f"| {arch} | {count_parameters(tr.model):,} | {label} | {base:.1f} | {step:.1f} | {step / base:.1f} |")
+    phase_table(device, args.quick)
 
 
 def phase_table(device: str, quick: bool) -> None:
@@ -101,5 +102,3 @@ def phase_table(device: str, quick: bool) -> None:
 
 if __name__ == "__main__":
     main()
-    args = standard_parser(__doc__, "64x64 crops, batch 8, cpu widths").parse_args()
-    phase_table(resolve_device(args.device), args.quick)

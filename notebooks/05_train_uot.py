@@ -91,23 +91,6 @@ print(f"{len(data.raw_train)} RAW patches, {len(data.targets)} target patches "
       f"{len(data.raw_test) if data.raw_test is not None else 0} test patches")
 
 # %% [markdown]
-# ## Is the truth the cost's minimiser?
-# On the validation split (never the test split), for each cost and reference white balance:
-# $c(x, \mathrm{GT})$, the cost's floor $c(x, r(x))$, and $c(x, \mathrm{GT}')$ with $\mathrm{GT}'$ the
-# ground truth of another patch. Costs have different units, so they are ranked by the **truth
-# ratio** $c(x,\mathrm{GT}) / c(x,\mathrm{GT}')$: how much cheaper the true output is than a wrong
-# one (lower is better; 1 means the cost cannot tell the truth apart).
-
-# %%
-has_val = data.raw_val is not None and data.gt_val is not None
-if has_val:
-    before = uot_study.cost_check_table(data)
-    print(before.to_string(index=False))
-    best = before.iloc[0]
-    print(f"\nlowest truth ratio: {best.cost} with the {best.reference} reference; "
-          f"this profile's study uses {study.cost} with the {study.reference_wb} reference")
-
-# %% [markdown]
 # ## The run
 # Training curves: the transport cost `c(x, T(x))`, the potential gap `E v(y) - E v(T(x))`, the
 # spread of the weights `Psi2*'(-v(y))` the relaxed marginal gives the real targets (0: balanced;
@@ -126,15 +109,24 @@ reporting.write_table(table, run.results_dir, f"uot_run_{mode}_{arch}", metadata
 table
 
 # %% [markdown]
-# The same check with the trained map: $c(x, T(x))$ against $c(x, \mathrm{GT})$. A map whose cost is
-# far below the truth's has been pulled towards the reference rather than towards the truth.
+# ## Is the truth the cost's minimiser?
+# On the validation split (never the test split), for each cost and reference white balance:
+# $c(x, \mathrm{GT})$, the cost's floor $c(x, r(x))$, the trained map's $c(x, T(x))$, and
+# $c(x, \mathrm{GT}')$ with $\mathrm{GT}'$ the ground truth of another patch. Costs have different
+# units, so they are ranked by the **truth ratio** $c(x,\mathrm{GT}) / c(x,\mathrm{GT}')$: how much
+# cheaper the true output is than a wrong one (lower is better; 1 means the cost cannot tell the
+# truth apart). A map whose cost is far below the truth's has been pulled towards the reference
+# rather than towards the truth.
 
 # %%
-if has_val:
+if data.raw_val is not None and data.gt_val is not None:
     mapped = trainer.predict(model_inputs(data.raw_val, getattr(trainer.model, "input_kind", "rgb"), trainer.preprocess))
     checks = uot_study.cost_check_table(data, mapped=mapped)
     reporting.write_table(checks, run.results_dir, "uot_cost_check", metadata=config.run_metadata(run, split="val", uot=cfg))
     print(checks.to_string(index=False))
+    best = checks.iloc[0]
+    print(f"\nlowest truth ratio: {best.cost} with the {best.reference} reference; "
+          f"this profile's study uses {study.cost} with the {study.reference_wb} reference")
 
 # %%
 panels = [

@@ -83,7 +83,7 @@ def base_config(study: UOTStudy, arch: str, seed: int, cost: str | None = None, 
         arch=arch, arch_kwargs=study.kwargs_for(arch), mode="unpaired", uot=uot_cfg, epochs=study.epochs,
         batch_size=study.batch_size, lr_map=study.lr_map, lr_potential=study.lr_potential,
         potential_width=study.potential_width,
-        experts=tuple(experts) if experts is not None else ("colour", "structure", "frequency"),
+        experts=tuple(experts) if experts is not None else UOTTrainConfig().experts,
         expert_width=study.expert_width, expert_weight=study.expert_weight, expert_reference=study.expert_reference,
         crop=study.crop, paired_l1=study.paired_l1, seed=seed,
     )
@@ -148,7 +148,8 @@ def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str
     """Train (or load the finished result of) one arm and seed; return its result record:
     ``arch, variant, seed, psnr, ssim, de2000, n_test_images, params, val_psnr, epoch, seconds``
     and ``per_image`` (a list of per-image dicts). Trained arms are scored with the map of the epoch
-    of highest validation PSNR (``epoch``; model selection on validation, never on test). Written to ``out_dir/results/<arch>/<arm>-seed<s>.json``."""
+    of highest validation PSNR (``epoch``; model selection on validation, never on test).
+    Written to ``out_dir/results/<arch>/<arm>-seed<s>.json``."""
     from uotisp_lib.experiments import run_pseudo_pair, run_uot
     from uotisp_lib.models import build_isp, count_parameters
 
@@ -169,7 +170,7 @@ def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str
     if kind == "reference":
         ref = naive_isp(data.raw_test.images, wb=study.reference_wb)
         scores = per_image_scores(ref, data.gt_test.select(data.raw_test.stems), data.raw_test.stems)
-        params = 0
+        params = count_parameters(build_isp(arch, **dict(study.kwargs_for(arch))))  # the arch's untrained size
         if data.raw_val is not None and data.gt_val is not None:
             v = per_image_scores(naive_isp(data.raw_val.images, wb=study.reference_wb),
                                  data.gt_val.select(data.raw_val.stems), data.raw_val.stems)
@@ -185,7 +186,7 @@ def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str
         "seed": seed,
         **{k: float(scores[k].mean()) for k in METRICS},
         "n_test_images": int(len(scores)),
-        "params": int(params) if kind != "reference" else count_parameters(build_isp(arch, **dict(study.kwargs_for(arch)))),
+        "params": int(params),
         "val_psnr": val_psnr,
         "epoch": selected_epoch,
         "seconds": time.perf_counter() - t0,
@@ -211,8 +212,7 @@ def run_study(
     """Every (arch, arm, seed) of the study -> ``(rows, per_image)`` DataFrames.
 
     Seeds are ``seed0 .. seed0 + study.seeds_for(arch) - 1``, the same in every arm. ``rows``: one
-    row per run with ``arch, variant, seed, psnr, ssim, de2000, n_test_images, params, val_psnr,
-    seconds``; ``per_image``: one row per run and test image. Finished runs are read back.
+    row per run with :data:`ROW_COLUMNS`; ``per_image``: one row per run and test image. Finished runs are read back.
     """
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
@@ -282,11 +282,6 @@ def summarise_study(rows: pd.DataFrame, per_image: pd.DataFrame, baseline: str =
     archs = list(dict.fromkeys(rows.arch))
     df["_a"] = df.arch.map({a: i for i, a in enumerate(archs)})
     return df.sort_values(["_a", "_o"]).drop(columns=["_a", "_o"]).reset_index(drop=True)
-
-
-def arm_difference(per_image: pd.DataFrame, arch: str, arm: str, other: str, metric: str = "psnr") -> tuple[float, float]:
-    """``arm - other`` paired by seed and image (see :func:`paired_difference`)."""
-    return paired_difference(per_image, arch, arm, other, metric)
 
 
 # ---------------------------------------------------------------------------------------- verdict

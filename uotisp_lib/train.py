@@ -472,6 +472,9 @@ class UOTTrainer(EpochTrainer):
         self.epochs, self.batch_size = cfg.epochs, cfg.batch_size
         self.arch, self.arch_kwargs = cfg.arch, dict(cfg.arch_kwargs)
 
+    timings: dict[str, float] | None = None  # phase -> seconds, accumulated when a dict (benchmarks)
+    _t: float = 0.0
+
     def eval_model(self) -> nn.Module:
         return self.ema.model
 
@@ -485,9 +488,6 @@ class UOTTrainer(EpochTrainer):
         now = time.perf_counter()
         self.timings[phase] = self.timings.get(phase, 0.0) + now - self._t
         self._t = now
-
-    timings: dict[str, float] | None = None  # phase -> seconds, accumulated when a dict (benchmarks)
-    _t: float = 0.0
 
     def train_step(self, stems: list[str], epoch: int) -> dict[str, float]:
         cfg, dev, opts = self.cfg, self.device, self.state.optimizers

@@ -43,7 +43,7 @@ import torch
 
 import uotisp_lib
 from uotisp_lib import io as uio
-from uotisp_lib.config import RunConfig, SynthConfig, to_jsonable
+from uotisp_lib.config import RunConfig, SynthConfig, synthetic_root, to_jsonable
 from uotisp_lib.data import camera as cm
 from uotisp_lib.data.sources import (
     DeadLeavesSource,
@@ -141,7 +141,7 @@ def plan_images(cfg: SynthConfig, seed: int) -> list[ImagePlan]:
 
 
 # ---------------------------------------------------------------------------------------- render
-#: (split, role) -> (photos its scenes are cut from, column region of those photos)
+#: (split, role) -> (photos its scenes are cut from, their region: a column range or a list of boxes)
 PhotoPools = dict[tuple[str, str], tuple[list[PhotoSource], tuple[float, float]]]
 
 
@@ -149,8 +149,9 @@ def photo_pools(cfg: SynthConfig, photos: Sequence[PhotoSource]) -> PhotoPools:
     """Which photos, and which part of them, each (split, role) crops its scenes from.
 
     Training photos: train RAW scenes from their left halves, train JPEG scenes from their right
-    halves (``cfg.regions="quadrants"``: diagonal quadrants, :data:`RAW_QUADRANTS`). Val and test use their held-out photos whole (``cfg.val_photos`` / ``test_photos``,
-    matched by short name) when given, else the training photos' left halves (the RAW side).
+    halves (``cfg.regions="quadrants"``: diagonal quadrants, :data:`RAW_QUADRANTS`). Val and test
+    use their held-out photos whole (``cfg.val_photos`` / ``test_photos``, matched by short name)
+    when given, else the training photos' RAW-side region.
     """
     def short(p: PhotoSource) -> str:
         return p.name.split(":", 1)[-1]
@@ -358,7 +359,7 @@ def build_benchmark(
         for split in SPLITS:  # empty splits still get their folders, like the challenge layout
             for sub in (("raws", "jpegs", "gt") if split == "train" else ("raws", "gt")):
                 (tmp / split / sub).mkdir(parents=True, exist_ok=True)
-        meta = build_meta(cfg, seed, photo_dir, photos, dead, cam, records, count_files(tmp))
+        meta = build_meta(cfg, seed, photo_dir, photos, dead, cam, records, count_files(tmp), pools)
         uio.atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _publish(tmp, out, overwrite)
     except BaseException:
@@ -377,6 +378,7 @@ def build_meta(
     cam: cm.CameraModel,
     records: list[dict[str, Any]],
     counts: dict[str, dict[str, int]],
+    pools: PhotoPools,
 ) -> dict[str, Any]:
     """meta.json content (JSON-ready, deterministic: no times, no absolute output paths)."""
     return {
@@ -393,7 +395,7 @@ def build_meta(
         "regions": {"raw": list(RAW_REGION), "jpeg": list(JPEG_REGION)},
         "photo_pools": {
             f"{split}/{role}": {"photos": [p.name for p in pool], "region": to_jsonable(region)}
-            for (split, role), (pool, region) in photo_pools(cfg, photos).items()
+            for (split, role), (pool, region) in pools.items()
         },
         "sources": {
             **{p.name: {"credit": p.credit, "licence": p.licence, "shape": list(p.image.shape)} for p in photos},
@@ -423,7 +425,7 @@ def ensure_dataset(run: RunConfig, synth: SynthConfig | None = None, name: str =
     if run.synthetic:
         cfg = run.profile.synth if synth is None else synth
         if synth is not None:
-            root = root.parent / root.name.replace(f"{run.profile.name}-seed", f"{run.profile.name}-{name or 'alt'}-seed")
+            root = synthetic_root(f"{run.profile.name}-{name or 'alt'}", run.seed)
         if is_complete(root, cfg, run.seed):
             return root
         log.info("building the synthetic %s benchmark (seed %d) into %s", run.profile.name, run.seed, root)
