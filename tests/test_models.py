@@ -302,3 +302,25 @@ def test_potential_net_shapes_and_gradient():
     assert g.abs().sum() > 0 and torch.isfinite(g).all()
     with pytest.raises(ValueError, match=r"expected sRGB \[B,3,H,W\]"):
         v(torch.rand(3, 4, 16, 16))
+
+
+def test_potential_net_pool_sees_block_means_only() -> None:
+    from uotisp_lib.models import PotentialNet
+
+    torch.manual_seed(0)
+    pooled = PotentialNet(width=4, levels=2, pool=4).double()
+    plain = PotentialNet(width=4, levels=2).double()
+    plain.load_state_dict(pooled.state_dict())
+    y = torch.rand(2, 3, 16, 24, dtype=torch.float64)
+    # the pooled potential is the plain one on the 4x4 block means
+    torch.testing.assert_close(pooled(y), plain(torch.nn.functional.avg_pool2d(y, 4)))
+    # so a zero-mean pattern inside each block (noise, demosaicing texture) does not change it
+    checker = (torch.arange(16).view(-1, 1) + torch.arange(24).view(1, -1)) % 2 * 2.0 - 1.0
+    torch.testing.assert_close(pooled(y + 0.05 * checker), pooled(y))
+    assert not torch.allclose(plain(y + 0.05 * checker), plain(y))
+    y.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: pooled(t), (y[:1].detach().clone().requires_grad_(True),), fast_mode=True)
+    with pytest.raises(ValueError, match="multiples of pool=4"):
+        pooled(torch.rand(1, 3, 16, 18, dtype=torch.float64))
+    with pytest.raises(ValueError, match="pool must be an integer >= 1"):
+        PotentialNet(pool=0)

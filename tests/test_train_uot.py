@@ -120,3 +120,48 @@ def test_paired_mode_draws_the_potential_reals_from_the_paired_ground_truth(tmp_
     assert unp.targets is tgt
     with pytest.raises(ValueError, match="paired_targets must be 'gt' or 'unpaired'"):
         dataclasses.replace(cfg, paired_targets="jpegs")
+
+
+def test_lr_factor_known_values():
+    from uotisp_lib.train import lr_factor
+
+    assert lr_factor("constant", 7, 10) == 1.0
+    assert lr_factor("cosine", 0, 11, 0.1) == pytest.approx(1.0)
+    assert lr_factor("cosine", 5, 11, 0.1) == pytest.approx(0.55)  # halfway: floor + (1 - floor) / 2
+    assert lr_factor("cosine", 10, 11, 0.1) == pytest.approx(0.1)
+    assert lr_factor("cosine", 99, 11, 0.1) == pytest.approx(0.1)  # past the end: stays at the floor
+    vals = [lr_factor("cosine", s, 20, 0.0) for s in range(20)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_factor("step", 1, 10)
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        UOTTrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="lr_floor must lie in"):
+        UOTTrainConfig(lr_floor=2.0)
+
+
+def test_potential_steps_and_cosine_schedule_resume_exactly(tmp_path):
+    from uotisp_lib.train import lr_factor
+
+    raw, gt, tgt = _data()
+    cfg = dataclasses.replace(CFG, lr_schedule="cosine", lr_floor=0.2, uot=dataclasses.replace(CFG.uot, potential_steps=3))
+    a = UOTTrainer(cfg, raw, tgt, tmp_path / "a", val=(raw, gt))
+    a.fit()
+    steps = a.epochs * a.steps_per_epoch
+    # three potential updates and one map update per step (Adam counts its own steps)
+    pot = a.state.optimizers["potential"].state_dict()["state"][0]["step"]
+    mp = a.state.optimizers["map"].state_dict()["state"][0]["step"]
+    assert (float(pot), float(mp)) == (3.0 * steps, float(steps))
+    # the last step ran at the schedule's last factor, for every optimiser
+    f = lr_factor("cosine", steps - 1, steps, 0.2)
+    assert f == pytest.approx(0.2)
+    assert a.state.optimizers["map"].param_groups[0]["lr"] == pytest.approx(cfg.lr_map * f)
+    assert a.state.optimizers["potential"].param_groups[0]["lr"] == pytest.approx(cfg.lr_potential * f)
+    assert a.state.optimizers["experts"].param_groups[0]["lr"] == pytest.approx(cfg.lr_experts * f)
+    b = UOTTrainer(cfg, raw, tgt, tmp_path / "b", val=(raw, gt))
+    b.fit(stop_after_epochs=1)
+    b = UOTTrainer(cfg, raw, tgt, tmp_path / "b", val=(raw, gt))
+    b.fit()
+    for name in ("map", "potential", "experts"):
+        for p, q in zip(a.state.models[name].state_dict().values(), b.state.models[name].state_dict().values()):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)

@@ -431,3 +431,59 @@ def test_r1_bad_inputs():
         uot.r1_penalty(lambda t: t.sum(1), torch.arange(6).view(2, 3))
     with pytest.raises(ValueError, match="r1_penalty: gamma must be >= 0"):
         uot.r1_penalty(lambda t: t.sum(1), torch.rand(2, 3), gamma=-1.0)
+
+
+# ------------------------------------------------------------------------------ global colour cost
+def test_global_colour_cost_is_blind_to_global_colour_maps_and_charges_local_change():
+    x = _raw(2, 8, 8)
+    ref = uot.naive_isp(x)
+    r, g, b = ref.unbind(1)
+    # a global degree-2 colour map of the reference (gains, cross-talk, a curve): cost ~ 0
+    y = torch.stack([0.8 * r + 0.1 * g + 0.3 * r * r, 0.9 * g - 0.2 * g * b + 0.05, 0.5 * b + 0.4 * r * g], 1)
+    c_global = uot.get_cost("global_colour", degree=2)(x, y, reference=ref)
+    torch.testing.assert_close(c_global, torch.zeros(2), atol=1e-7, rtol=0)
+    # the same colour map is not in the degree-1 family: it costs there
+    assert bool((uot.get_cost("global_colour", degree=1)(x, y, reference=ref) > 1e-5).all())
+    # a local change (the image moved by 3 pixels) is charged whatever the degree
+    moved = ref.roll(3, dims=-1)
+    for d in (1, 2, 3):
+        assert bool((uot.get_cost("global_colour", degree=d)(x, moved, reference=ref) > 1e-3).all())
+
+
+def test_global_colour_cost_known_value_for_a_constant_reference():
+    # reference constant: only the constant column is informative, so the best fit of y is its own
+    # mean per channel and the cost is the per-channel variance of y, averaged over channels
+    x = _raw(1, 2, 2)
+    ref = torch.full((1, 3, 4, 4), 0.5)
+    y = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    want = y.flatten(2).var(dim=2, unbiased=False).mean()
+    # the Gram matrix is singular for a constant reference; a tiny ridge keeps it solvable
+    got = uot.get_cost("global_colour", degree=1, ridge=1e-9, tau=2.0)(x, y, reference=ref)
+    torch.testing.assert_close(got, 2.0 * want.view(1), rtol=1e-5, atol=1e-7)
+
+
+def test_colour_features_columns():
+    ref = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(6))
+    for degree, k in ((1, 4), (2, 10), (3, 20)):
+        phi = uot.colour_features(ref, degree)
+        assert phi.shape == (2, 20, k)
+        torch.testing.assert_close(phi[..., 0], torch.ones(2, 20))
+        torch.testing.assert_close(phi[..., 1:4], ref.flatten(2).transpose(1, 2))
+    with pytest.raises(ValueError, match="degree must be 1, 2 or 3"):
+        uot.colour_features(ref, 4)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_global_colour_cost_gradcheck(degree):
+    x = _raw(1, 3, 3, dtype=torch.float64)
+    ref = uot.naive_isp(x)
+    y = torch.rand(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).requires_grad_(True)
+    cost = uot.get_cost("global_colour", tau=1.3, degree=degree)
+    assert torch.autograd.gradcheck(lambda t: cost(x, t, reference=ref), (y,), fast_mode=True)
+
+
+def test_potential_steps_validation():
+    assert uot.UOTConfig(potential_steps=3).potential_steps == 3
+    for bad in (0, 1.5, -1):
+        with pytest.raises(ValueError, match="potential_steps must be an integer >= 1"):
+            uot.UOTConfig(potential_steps=bad)

@@ -167,15 +167,20 @@ class EMA:
     copy holding the averages, used for evaluation (UOTM and the EGUOT prototype use 0.999). With
     ``warmup`` the decay of the n-th update is ``d = min(decay, (1 + n) / (10 + n))`` (TensorFlow's
     ``ExponentialMovingAverage`` with ``num_updates``), so short runs are not evaluated at their
-    initialisation. The update count lives in a buffer of :attr:`model`, so it is checkpointed.
+    initialisation; a number ``c > 1`` for ``warmup`` replaces the 10: the average then spans about
+    the last ``n / (c - 1)`` of ``n`` updates while ``decay`` does not bind (``c = 3``: the last half). The update count lives in a buffer of :attr:`model`, so it is checkpointed.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = False) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool | float = False) -> None:
         import copy
 
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
-        self.decay, self.warmup = decay, warmup
+        if warmup is not False and not (warmup is True or float(warmup) > 1.0):
+            raise ValueError(f"EMA warmup must be a bool or a number > 1, got {warmup!r}")
+        self.decay = decay
+        # warmup constant c of d = min(decay, (1 + n) / (c + n)); True is TensorFlow's c = 10
+        self.warmup = 10.0 if warmup is True else (float(warmup) if warmup else 0.0)
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -184,7 +189,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         n = int(self.model.ema_updates)
-        d = min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
+        d = min(self.decay, (1.0 + n) / (self.warmup + n)) if self.warmup else self.decay
         src = model.state_dict()
         for k, v in self.model.state_dict().items():
             if k == "ema_updates":

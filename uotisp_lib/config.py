@@ -119,9 +119,12 @@ class UOTStudy:
     lr_map: float = 1e-3
     lr_potential: float = 1e-4
     map_steps: int = 1  # map updates per potential update (UOTConfig.map_steps_per_potential)
+    potential_steps: int = 1  # potential updates per step (UOTConfig.potential_steps)
+    lr_schedule: str = "constant"  # UOTTrainConfig.lr_schedule: constant | cosine
     r1_gamma: float = 5.0
     r1_scale: str = "pixels"  # UOTConfig.r1_scale
     potential_width: int = 8
+    potential_pool: int = 1  # UOTTrainConfig.potential_pool: block means the potential sees
     expert_width: int = 8
     expert_weight: float = 0.05  # per expert, relative to the potential's pull (+ paired) gradient
     expert_reference: str = "potential"  # UOTTrainConfig.expert_reference

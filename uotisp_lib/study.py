@@ -78,14 +78,15 @@ def base_config(study: UOTStudy, arch: str, seed: int, cost: str | None = None, 
     uot_cfg = UOTConfig.preset(
         "semi", tau=study.tau, cost=cost or study.cost, alpha=study.alpha, r1_gamma=study.r1_gamma,
         r1_scale=study.r1_scale, reference_wb=study.reference_wb, map_steps_per_potential=study.map_steps,
+        potential_steps=study.potential_steps,
     )
     return UOTTrainConfig(
         arch=arch, arch_kwargs=study.kwargs_for(arch), mode="unpaired", uot=uot_cfg, epochs=study.epochs,
         batch_size=study.batch_size, lr_map=study.lr_map, lr_potential=study.lr_potential,
-        potential_width=study.potential_width,
+        potential_width=study.potential_width, potential_pool=study.potential_pool,
         experts=tuple(experts) if experts is not None else UOTTrainConfig().experts,
         expert_width=study.expert_width, expert_weight=study.expert_weight, expert_reference=study.expert_reference,
-        crop=study.crop, paired_l1=study.paired_l1, seed=seed,
+        crop=study.crop, paired_l1=study.paired_l1, lr_schedule=study.lr_schedule, seed=seed,
     )
 
 

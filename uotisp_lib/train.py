@@ -344,6 +344,21 @@ class PseudoPairTrainer(EpochTrainer):
 # ------------------------------------------------------------------------------------------------
 # UOT with a committee of expert discriminators (EGUOT-ISP, our reconstruction)
 # ------------------------------------------------------------------------------------------------
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, step: int, total: int, floor: float = 0.05) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of ``total``: 1 for ``constant``;
+    ``floor + (1 - floor) (1 + cos(pi step / (total - 1))) / 2`` for ``cosine`` (1 at the first
+    step, ``floor`` at the last). A pure function of the step, so a resumed run continues exactly."""
+    if schedule == "constant" or total <= 1:
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"lr_factor: unknown schedule {schedule!r}; expected one of {', '.join(LR_SCHEDULES)}")
+    t = min(max(step, 0), total - 1) / (total - 1)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 @dataclass(frozen=True)
 class UOTTrainConfig:
     """Hyper-parameters of :class:`UOTTrainer`.
@@ -365,7 +380,12 @@ class UOTTrainConfig:
     lr_experts: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.9)
     ema_decay: float = 0.999
+    # EMA warmup constant c (decay min(ema_decay, (1 + n) / (c + n)), checkpoint.EMA): 10 is
+    # TensorFlow's (an average over about the last n/9 steps); 3 averages about the last half of a
+    # short run, which damps the epoch-to-epoch swings of adversarial training (ours, issue 10)
+    ema_warmup: float = 10.0
     potential_width: int = 32
+    potential_pool: int = 1  # PotentialNet.pool: the potential sees pool x pool block means (ours, issue 10)
     experts: tuple[str, ...] = ("colour", "structure", "frequency")
     expert_weight: float = 0.1  # per expert; with grad_norm balance, its gradient norm relative to the objective's
     expert_width: int = 16
@@ -382,9 +402,18 @@ class UOTTrainConfig:
     paired_l1: float = 10.0  # ours; with 1.0 the potential's pull beat the pairs on the cpu benchmark
     paired_ssim: float = 0.0
     crop: int | None = None  # random square crops of this many output pixels (None: whole patches)
+    # learning-rate schedule of the map, the potential and the experts over all steps: "constant", or
+    # "cosine" (from the lr down to lr_floor x lr at the last step), which damps the late drift of an
+    # adversarial pair at a fixed step budget (ours, issue 10)
+    lr_schedule: str = "constant"
+    lr_floor: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"UOTTrainConfig: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_floor <= 1.0:
+            raise ValueError(f"UOTTrainConfig: lr_floor must lie in [0, 1], got {self.lr_floor!r}")
         if self.mode not in ("unpaired", "paired"):
             raise ValueError(f"UOTTrainConfig: mode must be 'unpaired' or 'paired', got {self.mode!r}")
         if not 0.0 <= self.paired_fraction <= 1.0:
@@ -445,9 +474,9 @@ class UOTTrainer(EpochTrainer):
             self.sources = PatchSet(raw.stems, model_input(raw.images, kind, preprocess))
             self.references = PatchSet(raw.stems, cfg.uot.reference(raw.images))
             self.val = None if val is None else (PatchSet(val[0].stems, model_input(val[0].images, kind, preprocess)), val[1])
-        self.potential = PotentialNet(cfg.potential_width).to(device)
+        self.potential = PotentialNet(cfg.potential_width, pool=cfg.potential_pool).to(device)
         self.committee = build_committee(cfg.experts, cfg.expert_width, {e: cfg.expert_weight for e in cfg.experts}, cfg.expert_balance).to(device) if cfg.experts else None
-        self.ema = EMA(self.model, cfg.ema_decay, warmup=True)
+        self.ema = EMA(self.model, cfg.ema_decay, warmup=cfg.ema_warmup)
         self.cost = cfg.uot.build_cost()
         gen_pairs = torch.Generator().manual_seed(cfg.seed + 1)
         n_paired = round(cfg.paired_fraction * len(raw)) if cfg.mode == "paired" else 0
@@ -489,6 +518,23 @@ class UOTTrainer(EpochTrainer):
         self.timings[phase] = self.timings.get(phase, 0.0) + now - self._t
         self._t = now
 
+    def _set_lr(self) -> None:
+        """Set every optimiser's learning rate to its base times :func:`lr_factor` of this step."""
+        cfg = self.cfg
+        f = lr_factor(cfg.lr_schedule, self.state.step, self.epochs * self.steps_per_epoch, cfg.lr_floor)
+        base = {"map": cfg.lr_map, "potential": cfg.lr_potential, "experts": cfg.lr_experts}
+        for name, opt in self.state.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = base[name] * f
+
+    def _draw_targets(self, n: int) -> torch.Tensor:
+        """``n`` target patches drawn uniformly (cropped like the step's), on the device."""
+        pick = torch.randint(0, len(self.targets), (n,), generator=self.state.generators["pairs"])
+        y = self.targets.images[pick]
+        if self.cfg.crop:
+            (y,) = aligned_crops([(y, 1)], self.cfg.crop, self.state.generators["order"])
+        return y.to(self.device)
+
     def train_step(self, stems: list[str], epoch: int) -> dict[str, float]:
         cfg, dev, opts = self.cfg, self.device, self.state.optimizers
         self._t = time.perf_counter()
@@ -506,18 +552,22 @@ class UOTTrainer(EpochTrainer):
         x, inp, ref, y = x.to(dev), inp.to(dev), ref.to(dev), y.to(dev)
         logs: dict[str, float] = {}
         self._tick("data")
-        # potential step (and the experts' discriminator step) on a detached map output
+        self._set_lr()
+        # potential steps (and the experts' discriminator step) on a detached map output
         with torch.no_grad():
             fake = self.model(inp)
             cost_fake = self.cost(x, fake, reference=ref)
-        loss_v, lv = uot.potential_loss(self.potential(y), self.potential(fake), cost_fake, cfg.uot)
-        if cfg.uot.r1_gamma > 0:
-            r1 = uot.r1_penalty(self.potential, y, cfg.uot.r1_gamma, uot.r1_scale_of(cfg.uot, y))
-        else:
-            r1 = loss_v.new_zeros(())
-        opts["potential"].zero_grad(set_to_none=True)
-        (loss_v + r1).backward()
-        opts["potential"].step()
+        for k in range(cfg.uot.potential_steps):
+            if k:  # each further potential step sees a fresh draw of targets
+                y = self._draw_targets(len(stems))
+            loss_v, lv = uot.potential_loss(self.potential(y), self.potential(fake), cost_fake, cfg.uot)
+            if cfg.uot.r1_gamma > 0:
+                r1 = uot.r1_penalty(self.potential, y, cfg.uot.r1_gamma, uot.r1_scale_of(cfg.uot, y))
+            else:
+                r1 = loss_v.new_zeros(())
+            opts["potential"].zero_grad(set_to_none=True)
+            (loss_v + r1).backward()
+            opts["potential"].step()
         logs.update({f"potential/{k}": v for k, v in lv.items()}, r1=float(r1.detach()))
         self._tick("potential")
         if self.committee is not None:

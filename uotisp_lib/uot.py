@@ -240,7 +240,12 @@ def _luma(rgb: Tensor) -> Tensor:
 
 
 def luma_cost(
-    x: Tensor, y: Tensor, *, reference: Tensor, tau: float = 1.0, highpass_sigma: float | None = None
+    x: Tensor,
+    y: Tensor,
+    *,
+    reference: Tensor,
+    tau: float = 1.0,
+    highpass_sigma: float | None = None,
 ) -> Tensor:
     """``tau * mean (Y(y) - Y(reference))^2`` per image -> ``[B]``: structure only, colour left to
     the potential (our choice; EGUOT-ISP gives no cost).
@@ -366,12 +371,72 @@ def structure_cost(
     return tau * 0.5 * _per_image_mean(d**2)
 
 
+def colour_features(reference: Tensor, degree: int = 2, linear: bool = False) -> Tensor:
+    """Per-pixel polynomial colour features of a rendering ``[B,3,H,W]`` -> ``[B,H*W,k]``.
+
+    All monomials of the three channels up to ``degree`` (the constant included: ``k = 4, 10, 20``
+    for degree 1, 2, 3), of the linearised rendering (inverse sRGB curve) when ``linear``: every
+    global colour transform of it (per-channel gains, a 3x3 matrix, a tone curve) is close to a
+    combination of these columns.
+    """
+    if degree not in (1, 2, 3):
+        raise ValueError(f"colour_features: degree must be 1, 2 or 3, got {degree!r}")
+    r = kornia.color.rgb_to_linear_rgb(reference.clamp(0.0, 1.0)) if linear else reference
+    c = r.flatten(2).transpose(1, 2)  # [B,P,3]
+    cols = [torch.ones_like(c[..., :1]), c]
+    if degree >= 2:
+        i, j = torch.triu_indices(3, 3, device=c.device)
+        cols.append(c[..., i] * c[..., j])
+    if degree >= 3:
+        idx = torch.tensor([(a, b, d) for a in range(3) for b in range(a, 3) for d in range(b, 3)], device=c.device)
+        cols.append(c[..., idx[:, 0]] * c[..., idx[:, 1]] * c[..., idx[:, 2]])
+    return torch.cat(cols, dim=-1)
+
+
+def global_colour_cost(
+    x: Tensor,
+    y: Tensor,
+    *,
+    reference: Tensor,
+    tau: float = 1.0,
+    degree: int = 2,
+    ridge: float = 1e-6,
+    linear: bool = False,
+) -> Tensor:
+    """Distance to the nearest *global colour transform* of the reference -> ``[B]`` (ours, issue 10):
+
+        ``c(x, y) = tau * min_f mean ||y - f(r(x))||^2``,
+
+    ``f`` ranging over per-image polynomial colour maps of degree ``degree`` of the rendering
+    (:func:`colour_features` of ``r(x)``, in sRGB, or linearised when ``linear``), fitted per image
+    by least squares (normal equations in float64, ``ridge`` times the identity added to the
+    mean-normalised Gram matrix). The camera's per-image illuminant, the colour matrix and the
+    target's tone curve are global colour transforms, so the truth's cost is only the reference's
+    noise and clipping, whatever the reference's white balance; what the cost charges is *local*
+    change (moved edges, lost texture, recolouring that depends on the content). Colour and tone
+    are left to the potential. ``c`` is a quadratic form in ``y`` (``y^T (I - H) y / n``), smooth,
+    with ``c(x, r(x)) = 0`` up to the ridge.
+    """
+    _check_pair(x, y, reference, "global_colour_cost")
+    _check_tau(tau, "global_colour_cost")
+    if not ridge >= 0:
+        raise ValueError(f"global_colour_cost: ridge must be >= 0, got {ridge!r}")
+    phi = colour_features(reference.detach().double(), degree, linear)  # [B,P,k]
+    t = y.flatten(2).transpose(1, 2).double()  # [B,P,3]
+    n = phi.shape[1]
+    gram = phi.transpose(1, 2) @ phi / n
+    gram = gram + ridge * torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    beta = torch.linalg.solve(gram, phi.transpose(1, 2) @ t / n)  # [B,k,3]
+    return (tau * _per_image_mean((t - phi @ beta) ** 2)).to(y.dtype)
+
+
 COSTS: dict[str, Cost] = {
     "quadratic": quadratic_cost,
     "luma": luma_cost,
     "uotip": uotip_cost,
     "rcot": rcot_cost,
     "structure": structure_cost,
+    "global_colour": global_colour_cost,
 }
 
 
@@ -407,6 +472,9 @@ class UOTConfig:
         reference_wb: white balance of the cost's reference rendering (:func:`naive_isp`):
             ``"camera"`` (the camera's typical illuminant) or ``"gray_world"``.
         map_steps_per_potential: map updates per potential update (UOTM: 1; Gazdieva et al. ~15).
+        potential_steps: potential updates per training step, each on a fresh draw of targets, before
+            the map's updates (WGAN's n_critic; default 1 as UOTM). More keep the potential ahead of
+            the map, so its gap does not collapse to zero (issue 10).
         cost: name in :data:`COSTS`; cost_kwargs: its extra keywords besides ``tau`` (a dict is
             accepted and stored as sorted ``(key, value)`` pairs so the config stays hashable).
     """
@@ -419,6 +487,7 @@ class UOTConfig:
     r1_scale: str = "pixels"
     reference_wb: str = "camera"
     map_steps_per_potential: int = 1
+    potential_steps: int = 1
     cost: str = "quadratic"
     cost_kwargs: tuple[tuple[str, Any], ...] = ()
 
@@ -438,6 +507,8 @@ class UOTConfig:
             raise ValueError(
                 f"UOTConfig: map_steps_per_potential must be an integer >= 1, got {self.map_steps_per_potential!r}"
             )
+        if int(self.potential_steps) != self.potential_steps or self.potential_steps < 1:
+            raise ValueError(f"UOTConfig: potential_steps must be an integer >= 1, got {self.potential_steps!r}")
         if self.cost not in COSTS:
             raise ValueError(f"UOTConfig: unknown cost {self.cost!r}; expected one of {', '.join(COSTS)}")
         kw = self.cost_kwargs

@@ -82,10 +82,19 @@ class PotentialNet(nn.Module):
     potential with the R1 penalty instead), global average pooling, then a linear read-out. Our
     choice; UOTM's potentials are larger networks of the same kind. ``width`` channels at the first
     level, doubled at each of ``levels`` stride-2 levels.
+
+    ``pool`` (ours, issue 10): the image is first averaged over ``pool x pool`` blocks
+    (:func:`torch.nn.functional.avg_pool2d`; H and W multiples of ``pool``), so the potential sees
+    colour and tone at a coarser scale and not the sensor noise or demosaicing texture of the map's
+    outputs, which clean target JPEGs lack and which a pixel-level potential separates first. It is
+    still a potential on sRGB (a function of ``y``); structure is left to the cost and the experts.
     """
 
-    def __init__(self, width: int = 32, levels: int = 3, slope: float = 0.2) -> None:
+    def __init__(self, width: int = 32, levels: int = 3, slope: float = 0.2, pool: int = 1) -> None:
         super().__init__()
+        if int(pool) != pool or pool < 1:
+            raise ValueError(f"PotentialNet: pool must be an integer >= 1, got {pool!r}")
+        self.pool = int(pool)
         layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(slope)]
         c = width
         for _ in range(levels):
@@ -97,4 +106,8 @@ class PotentialNet(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         if y.ndim != 4 or y.shape[1] != 3:
             raise ValueError(f"PotentialNet: expected sRGB [B,3,H,W], got shape {tuple(y.shape)}")
+        if self.pool > 1:
+            if y.shape[-2] % self.pool or y.shape[-1] % self.pool:
+                raise ValueError(f"PotentialNet: H and W must be multiples of pool={self.pool}, got {tuple(y.shape[-2:])}")
+            y = F.avg_pool2d(y, self.pool)
         return self.head(self.features(y).mean(dim=(2, 3))).squeeze(1)
