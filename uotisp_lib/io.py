@@ -72,7 +72,7 @@ def make_temp_dir(dest: str | os.PathLike, kind: str = "tmp") -> Path:
     return tmp
 
 
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-(?P<host>\w*)-")
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<host>\w*)-")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -100,6 +100,8 @@ def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> lis
         pid = int(m["pid"])
         if pid == os.getpid() or _pid_alive(pid):
             continue
+        if m["kind"] == "old" and not (folder / m["name"]).exists():
+            continue  # killed between moving the old result aside and publishing: keep it to recover
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(path, ignore_errors=True)
