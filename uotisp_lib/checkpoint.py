@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from uotisp_lib.io import atomic_write_text, clean_stale_temps, make_temp_dir
+from uotisp_lib.io import apply_umask, atomic_write_text, clean_stale_temps, make_temp_dir
 
 LATEST = "latest"
 LOCK = ".lock"
@@ -153,6 +153,7 @@ def save_checkpoint(root: str | Path, state: TrainState, keep: int = 2) -> Path:
             "sha256": {f: _sha256(tmp / f) for f in FILES},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        apply_umask(tmp)  # safetensors writes 0600
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

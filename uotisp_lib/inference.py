@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from uotisp_lib.config import dumps
-from uotisp_lib.io import clean_stale_temps, make_temp_dir
+from uotisp_lib.io import apply_umask, clean_stale_temps, make_temp_dir
 from uotisp_lib.preprocessing import PreprocessConfig, Preprocessor
 
 FORMAT = "uotisp-isp"
@@ -99,6 +99,7 @@ def export_isp(
             "meta": meta or {},
         }
         (tmp / "isp.json").write_text(dumps(spec))
+        apply_umask(tmp)  # safetensors writes 0600
         old = out.with_name(f".{out.name}.old")
         if out.exists():
             out.rename(old)

@@ -72,6 +72,16 @@ def make_temp_dir(dest: str | os.PathLike, kind: str = "tmp") -> Path:
     return tmp
 
 
+def apply_umask(root: str | os.PathLike) -> None:
+    """Give ``root`` and everything under it the permissions the umask allows (0666 / 0777 masked):
+    for what writers create 0600 (safetensors, mkstemp) or 0700 (mkdtemp) before it is published."""
+    mask = current_umask()
+    root = Path(root)
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<host>\w*)-")
 
 
