@@ -83,8 +83,8 @@ def parse_stem(stem: str) -> tuple[str, int]:
 
 def natural_key(stem: str) -> tuple:
     """Sort key ordering digit runs numerically (``img_2`` before ``img_10``); ties broken by text."""
-    parts = re.split(r"([0-9]+)", stem)
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)) + (stem,)
+    parts = re.split(r"([0-9]+)", stem)  # text, digits, text, ...: the same type at each position
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), stem
 
 
 def _fmt_list(items: Iterable[object]) -> str:
