@@ -35,13 +35,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from uotisp_lib.cli.common import at_least, device
     from uotisp_lib.config import dumps, run_metadata, seed_everything
-    from uotisp_lib.io import atomic_write_text, check_output_path
+    from uotisp_lib.io import atomic_write_text, check_output_path, clean_stale_temps
     from uotisp_lib.matching import build_pair_graph, check_ground_truth, pair_quality
 
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"{out}: --out must name a .npz file")
     check_output_path(out, "--out", kind="file")
+    for name in (out.name, out.with_suffix(".csv").name, out.with_suffix(".json").name):
+        clean_stale_temps(out.parent, name)  # half-written files of a killed run
     at_least(args.k, 1, "--k")
     at_least(args.k_patch, 1, "--k-patch")
     at_least(args.seed, 0, "--seed")

@@ -174,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     kind, files = _scan(src, args.kind)
     if dst.resolve() == src.resolve():
         raise ValueError(f"{dst}: output folder must differ from the input folder (outputs would mix with patches)")
+    uio.clean_stale_temps(dst)  # half-written files of a killed run
     paths = {}
     for stem, p in files:
         paths.setdefault(stem, p)
