@@ -240,12 +240,17 @@ def _one_line(err: BaseException) -> str:
 
 
 def load_latest_checkpoint(root: str | Path, state: TrainState) -> Path | None:
-    """Restore ``state`` from the newest intact checkpoint under ``root`` (None: there is none yet).
+    """Restore ``state`` from the newest intact checkpoint under ``root`` (None: there is none yet):
+    the one ``latest`` names, else the next older one.
 
     A damaged newer checkpoint is skipped with a warning naming its bad file; if none is intact,
     :class:`CheckpointError` lists why."""
     root = Path(root)
     candidates = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True)
+    pointer = root / LATEST
+    if pointer.is_file():  # what latest names, then older ones (newer ones are not from this run's chain)
+        named = root / pointer.read_text().strip()
+        candidates = [named] + [p for p in candidates if p.name < named.name]
     problems = []
     for path in candidates:
         try:
