@@ -75,6 +75,7 @@ def train(args: argparse.Namespace) -> int:
         if args.kill_at_step is not None and trainer.state.step == args.kill_at_step:
             _die()
         if args.wait and trainer.state.step == 0:
+            print("waiting", flush=True)
             deadline = time.monotonic() + 20
             while not Path(args.wait).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
