@@ -102,3 +102,23 @@ def test_ema_known_value():
         warm.model.weight.fill_(0.0)
     warm.update(m)  # first decay: min(0.999, 1/10) = 0.1
     assert float(warm.model.weight) == pytest.approx(0.9) and int(warm.model.ema_updates) == 1
+
+
+def test_load_latest_follows_the_pointer_and_falls_back_past_damaged_ones(tmp_path):
+    from uotisp_lib.checkpoint import CheckpointError, load_latest_checkpoint
+
+    st = _state()
+    for step in (1, 2, 3):
+        st.step = step
+        save_checkpoint(tmp_path, st, keep=3)
+    (tmp_path / "latest").write_text("step-00000002\n")  # e.g. a restarted run: step 3 is not its own
+    fresh = _state(seed=1)
+    assert load_latest_checkpoint(tmp_path, fresh).name == "step-00000002" and fresh.step == 2
+    (tmp_path / "step-00000002" / "state.pt").write_bytes(b"PK")
+    with pytest.warns(RuntimeWarning, match="step-00000002/state.pt: truncated or damaged"):
+        assert load_latest_checkpoint(tmp_path, fresh).name == "step-00000001"
+    assert fresh.step == 1
+    (tmp_path / "step-00000001" / "weights.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="step-00000001/weights.safetensors: missing"):
+        load_latest_checkpoint(tmp_path, fresh)
+    assert load_latest_checkpoint(tmp_path / "none", fresh) is None

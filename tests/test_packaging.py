@@ -43,8 +43,17 @@ def _conda_deps() -> dict[str, str]:
     return out
 
 
+def _test_extra() -> dict[str, str]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return dict(_split(r) for r in data["project"]["optional-dependencies"]["test"])
+
+
 def test_environment_matches_pyproject():
-    assert _conda_deps() == _pyproject_deps()
+    conda, extra = _conda_deps(), _test_extra()
+    test_only = {k: v for k, v in conda.items() if k in extra}
+    assert {k: v for k, v in conda.items() if k not in extra} == _pyproject_deps()
+    assert test_only == {k: extra[k] for k in test_only}  # test packages listed in both agree
+    assert "hypothesis" in test_only
 
 
 def test_constraints_pin_the_local_torch_pair():

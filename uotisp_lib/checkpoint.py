@@ -12,14 +12,22 @@ A checkpoint is a folder ``<root>/step-<NNNNNNNN>/`` holding
 The folder is written under a temporary name and renamed into place, then ``<root>/latest``
 (a one-line text file) is replaced atomically; a crash at any point leaves the previous
 checkpoint as ``latest``. Older checkpoints beyond ``keep`` are removed after the switch.
+``meta.json`` records the SHA-256 of both files: :func:`load_latest_checkpoint` verifies them and
+falls back to the newest intact checkpoint (naming the bad file) when one was truncated or damaged.
+
+:func:`run_lock` gives one process at a time a run folder (``fcntl.flock`` on ``<run>/.lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import os
 import random
 import shutil
-import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,9 +36,42 @@ import numpy as np
 import torch
 from torch import nn
 
-from uotisp_lib.io import atomic_write_text
+from uotisp_lib.io import apply_umask, atomic_write_text, clean_stale_temps, make_temp_dir
 
 LATEST = "latest"
+LOCK = ".lock"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated or damaged; the message names the file."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run folder; the message names its PID."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path):
+    """Hold ``<run_dir>/.lock`` exclusively (``fcntl.flock``, released by the kernel if the process
+    dies) for the duration of the block; raise :class:`RunLockedError` naming the holder's PID."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLockedError(
+            f"{run_dir}: run folder in use by another training (PID {holder}); wait for it or use another run folder"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.ftruncate(fd, 0)
+        os.close(fd)  # releases the lock
 
 
 def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
@@ -71,6 +112,10 @@ class TrainState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: the files of a checkpoint folder whose SHA-256 meta.json records
+FILES = ("weights.safetensors", "state.pt")
+
+
 def _step_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:08d}"
 
@@ -81,8 +126,9 @@ def save_checkpoint(root: str | Path, state: TrainState, keep: int = 2) -> Path:
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(root)
     final = _step_dir(root, state.step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    tmp = make_temp_dir(final)
     try:
         tensors = {
             f"{name}.{k}": v.detach().cpu().contiguous()
@@ -100,8 +146,14 @@ def save_checkpoint(root: str | Path, state: TrainState, keep: int = 2) -> Path:
             },
             tmp / "state.pt",
         )
-        meta = {"step": state.step, "models": sorted(state.models), "n_history": len(state.history)}
+        meta = {
+            "step": state.step,
+            "models": sorted(state.models),
+            "n_history": len(state.history),
+            "sha256": {f: _sha256(tmp / f) for f in FILES},
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        apply_umask(tmp)  # safetensors writes 0600
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -135,7 +187,11 @@ def load_weights(path: str | Path, models: Mapping[str, nn.Module], strict: bool
     file = path / "weights.safetensors" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such weights file; expected a checkpoint folder or .safetensors")
-    tensors = load_file(str(file))
+    _load_tensors(file, load_file(str(file)), models, strict)
+
+
+def _load_tensors(file: Path, tensors: Mapping[str, torch.Tensor], models: Mapping[str, nn.Module], strict: bool = True) -> None:
+    """Load ``<model name>.<param>`` tensors read from ``file`` into ``models``."""
     for name, model in models.items():
         prefix = f"{name}."
         sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -144,11 +200,82 @@ def load_weights(path: str | Path, models: Mapping[str, nn.Module], strict: bool
         model.load_state_dict(sub, strict=strict)
 
 
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, state)`` of a checkpoint folder, verified against the SHA-256 in ``meta.json``
+    (when recorded) and fully read; :class:`CheckpointError` names the bad file otherwise."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    for f in FILES:
+        if not (path / f).is_file():
+            raise CheckpointError(f"{path / f}: missing; expected a complete checkpoint folder")
+    try:
+        sums = json.loads((path / "meta.json").read_text()).get("sha256", {})
+    except (OSError, ValueError):
+        sums = {}
+    for f, digest in sums.items():
+        if _sha256(path / f) != digest:
+            raise CheckpointError(f"{path / f}: truncated or damaged (SHA-256 differs from meta.json)")
+    try:
+        tensors = load_file(str(path / "weights.safetensors"))
+    except Exception as err:  # SafetensorError and friends
+        raise CheckpointError(f"{path / 'weights.safetensors'}: unreadable ({_one_line(err)})") from err
+    try:
+        saved = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated zip, unpickling errors
+        raise CheckpointError(f"{path / 'state.pt'}: unreadable ({_one_line(err)})") from err
+    return tensors, saved
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def load_latest_checkpoint(root: str | Path, state: TrainState) -> Path | None:
+    """Restore ``state`` from the newest intact checkpoint under ``root`` (None: there is none yet):
+    the one ``latest`` names, else the next older one.
+
+    A damaged newer checkpoint is skipped with a warning naming its bad file; if none is intact,
+    :class:`CheckpointError` lists why."""
+    root = Path(root)
+    candidates = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True)
+    pointer = root / LATEST
+    if pointer.is_file():  # what latest names, then older ones (newer ones are not from this run's chain)
+        named = root / pointer.read_text().strip()
+        candidates = [named] + [p for p in candidates if p.name < named.name]
+    problems = []
+    for path in candidates:
+        try:
+            tensors, saved = read_checkpoint(path)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        for msg in problems:
+            warnings.warn(f"{msg}; resuming from {path.name} instead", RuntimeWarning, stacklevel=2)
+        _apply(path, tensors, saved, state)
+        return path
+    if problems:
+        raise CheckpointError(f"{root}: no intact checkpoint to resume from: " + "; ".join(problems))
+    return None
+
+
 def load_checkpoint(path: str | Path, state: TrainState) -> TrainState:
     """Restore ``state`` in place from a checkpoint folder (weights, optimisers, RNG, step, history)."""
     path = Path(path)
-    load_weights(path, state.models)
-    saved = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    return _apply(path, *read_checkpoint(path), state)
+
+
+def _apply(path: Path, tensors: dict[str, torch.Tensor], saved: dict[str, Any], state: TrainState) -> TrainState:
+    """Load what :func:`read_checkpoint` returned into ``state``."""
+    _load_tensors(path / "weights.safetensors", tensors, state.models)
     for k, opt in state.optimizers.items():
         if k not in saved["optimizers"]:
             raise KeyError(f"{path}: no state for optimiser {k!r}")

@@ -3,7 +3,9 @@
 An export is a folder with ``model.safetensors`` (the weights) and ``isp.json`` (architecture name
 and keyword arguments for :func:`uotisp_lib.models.build_isp`, the preprocessing config for models
 that take pseudo-RGB, and free-form metadata such as the training run). It needs no pickle and no
-code beyond this package to load.
+code beyond this package to load. Exports written by a trainer record in ``meta`` the ``step``
+they came from and their ``role`` (``latest`` for ``<run>/export``, ``best`` for ``<run>/best``);
+:func:`stale_export` says when a ``latest`` export is older than its run's newest checkpoint.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from uotisp_lib.config import dumps
+from uotisp_lib.io import apply_umask, clean_stale_temps, make_temp_dir
 from uotisp_lib.preprocessing import PreprocessConfig, Preprocessor
 
 FORMAT = "uotisp-isp"
@@ -82,8 +84,8 @@ def export_isp(
     from safetensors.torch import save_file
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    clean_stale_temps(out.parent, out.name)
+    tmp = make_temp_dir(out)
     try:
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "ema_updates"}
         save_file(tensors, str(tmp / "model.safetensors"))
@@ -97,6 +99,7 @@ def export_isp(
             "meta": meta or {},
         }
         (tmp / "isp.json").write_text(dumps(spec))
+        apply_umask(tmp)  # safetensors writes 0600
         old = out.with_name(f".{out.name}.old")
         if out.exists():
             out.rename(old)
@@ -124,13 +127,80 @@ def load_isp(path: str | Path, device: str | torch.device = "cpu") -> ISPBundle:
         raise ValueError(f"{spec_file}: not valid JSON ({err})") from None
     if spec.get("format") != FORMAT:
         raise ValueError(f"{spec_file}: format {spec.get('format')!r}, expected {FORMAT!r}")
-    model = build_isp(spec["arch"], **spec["arch_kwargs"])
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    from uotisp_lib.models import ISP_REGISTRY
+
+    arch, kwargs = spec.get("arch"), spec.get("arch_kwargs") or {}
+    if arch not in ISP_REGISTRY:
+        raise ValueError(f"{spec_file}: unknown architecture {arch!r}; expected one of {sorted(ISP_REGISTRY)}")
+    try:
+        model = build_isp(arch, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{spec_file}: arch_kwargs {kwargs} do not build {arch!r} ({_one_line(err)})") from None
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing; expected the weights beside isp.json")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as err:  # SafetensorError: truncated or not safetensors
+        raise ValueError(f"{weights}: not a readable safetensors file ({_one_line(err)})") from None
+    _check_fit(weights, tensors, model, arch)
+    model.load_state_dict(tensors)
     pre = spec.get("preprocess")
     if pre is not None:
         pre = {k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()}
         pre = PreprocessConfig(**pre)
     return ISPBundle(model.to(device).eval(), spec["arch"], spec["arch_kwargs"], pre, spec.get("meta", {}))
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _check_fit(file: Path, tensors: dict[str, torch.Tensor], model: nn.Module, arch: str) -> None:
+    """One-line ValueError naming ``file`` when its tensors do not fit ``model`` (names or shapes)."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shapes = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+    if not (missing or extra or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of another shape (e.g. {k}: {have[k]}, expected {want[k]})")
+    raise ValueError(f"{file}: weights do not fit architecture {arch!r}: " + ", ".join(parts))
+
+
+def export_step(path: str | Path) -> int | None:
+    """The training step an export came from (``meta.step``), or None when unknown or absent."""
+    try:
+        step = json.loads((Path(path) / "isp.json").read_text()).get("meta", {}).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+def stale_export(path: str | Path) -> str | None:
+    """A warning when the ``latest`` export ``path`` is older than the newest checkpoint of its run
+    (``<run>/ckpt`` beside it); None when it is current or cannot be compared."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "isp.json").read_text()).get("meta", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    steps = [int(p.name.split("-")[1]) for p in (path.parent / "ckpt").glob("step-*") if p.name.split("-")[1].isdigit()]
+    if meta.get("role") == "best" or not isinstance(meta.get("step"), int) or not steps:
+        return None
+    if meta["step"] >= max(steps):
+        return None
+    return (
+        f"{path}: export is from step {meta['step']} but its run has a checkpoint at step {max(steps)} "
+        "(training was interrupted before exporting; rerun the training to refresh the export)"
+    )
 
 
 @torch.no_grad()

@@ -21,6 +21,9 @@ import contextlib
 import mmap
 import os
 import pickle
+import re
+import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,103 @@ class ImageFormatError(ValueError):
     """An sRGB image file is unreadable or not what was expected; the message names the file."""
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _host_tag() -> str:
+    """This machine's name reduced to ``[A-Za-z0-9_]`` (part of temporary names)."""
+    return re.sub(r"\W", "_", socket.gethostname(), flags=re.ASCII)
+
+
+def temp_prefix(dest: Path, kind: str = "tmp") -> str:
+    """Prefix of a temporary sibling of ``dest``: ``.<name>.<kind>-<pid>-<host>-``, so that
+    :func:`clean_stale_temps` can tell the leftovers of dead processes from live work."""
+    return f".{dest.name}.{kind}-{os.getpid()}-{_host_tag()}-"
+
+
+def make_temp_dir(dest: str | os.PathLike, kind: str = "tmp") -> Path:
+    """A new empty folder beside ``dest`` (see :func:`temp_prefix`), with the umask's permissions
+    (mkdtemp makes 0700), to be renamed onto ``dest`` when complete."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest, kind), dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
+
+
+def apply_umask(root: str | os.PathLike) -> None:
+    """Give ``root`` and everything under it the permissions the umask allows (0666 / 0777 masked):
+    for what writers create 0600 (safetensors, mkstemp) or 0700 (mkdtemp) before it is published."""
+    mask = current_umask()
+    root = Path(root)
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<host>\w*)-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporary files and folders in ``folder`` (those of ``name`` only, if given)
+    left by processes of this machine that no longer run (killed with SIGKILL, power loss).
+    Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed, host = [], _host_tag()
+    for entry in os.scandir(folder):
+        m = _TEMP_NAME.match(entry.name)
+        if m is None or m["host"] != host or (name is not None and m["name"] != name):
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        if m["kind"] == "old" and not (folder / m["name"]).exists():
+            continue  # killed between moving the old result aside and publishing: keep it to recover
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
+def check_output_path(path: str | os.PathLike, option: str, kind: str = "folder") -> Path:
+    """Fail early, in one line naming ``option``, when ``path`` cannot be written as a ``kind``
+    (``"folder"`` or ``"file"``): a regular file in the way, or no write permission."""
+    path = Path(path)
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path}: is a regular file; expected a folder")
+    if kind == "file" and path.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; expected a file name")
+    for parent in ([path] if kind == "folder" else []) + list(path.absolute().parents):
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise ValueError(f"{option} {path}: {parent} is a regular file; expected a folder there")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{option} {path}: {parent} is not writable")
+        break
+    return path
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on clean exit fsync and rename it onto ``path``.
@@ -49,8 +149,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a published file follows the umask
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()

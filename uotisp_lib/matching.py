@@ -582,6 +582,30 @@ def signature_distance(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> Te
     return mom + hist
 
 
+def check_ground_truth(root: str | os.PathLike, split: str = "train") -> None:
+    """Raise a LayoutError naming the first ground-truth PNG of ``root/split/gt`` whose size is not
+    twice that of its RAW patch (``<split>/raws/<stem>.npy``); reads headers only."""
+    from PIL import Image
+
+    from uotisp_lib.data.layouts import LayoutError, scan_upisp
+
+    lay = scan_upisp(root)
+    raws, gts = lay.paths(split, "raws"), lay.paths(split, "gt")
+    for stem, gt in gts.items():
+        if stem not in raws:
+            continue
+        h, w = np.load(raws[stem], mmap_mode="r", allow_pickle=False).shape[:2]
+        try:
+            with Image.open(gt) as im:
+                size = im.size
+        except OSError as err:
+            raise LayoutError(f"{gt}: unreadable ground truth ({' '.join(str(err).split())})") from None
+        if size != (2 * w, 2 * h):
+            raise LayoutError(
+                f"{gt}: ground truth is {size[1]}x{size[0]}; expected {2 * h}x{2 * w}, twice its RAW patch {raws[stem].name}"
+            )
+
+
 def pair_quality(root: str | os.PathLike, graph: PairGraph, split: str = "train") -> dict[str, float]:
     """How well pseudo-pairs match colour statistics, on a benchmark with ground truth
     (``<root>/<split>/gt/<stem>.png``): expected :func:`signature_distance` between the
@@ -599,6 +623,7 @@ def pair_quality(root: str | os.PathLike, graph: PairGraph, split: str = "train"
     missing = [s for s in graph.sources if s not in gts]
     if missing:
         raise LayoutError(f"{Path(root) / split / 'gt'}: no ground truth for source stem {str(missing[0])!r}")
+    check_ground_truth(root, split)
     load = lambda p: torch.from_numpy(read_srgb(p)).permute(2, 0, 1)[None].float() / 255.0  # noqa: E731
     t_stems = list(jpgs)
     t_pos = {s: i for i, s in enumerate(t_stems)}

@@ -315,6 +315,24 @@ def seam_scores(
     return {p: float(s) for p, s in zip(factor_pairs(x.shape[0]), scores.tolist())}
 
 
+#: the largest value of each kind in its own units (inputs are [0, 1], or RAW / sRGB units)
+_UNIT_MAX = {"raw": 1023.0, "rgb": 255.0}
+
+
+def _check_values(x: Tensor, kind: str, fn: str) -> None:
+    """ValueError naming the first patch with NaN or infinite values, or the range when values lie
+    outside [0, 1] and outside the kind's own units (0..1023 RAW, 0..255 sRGB)."""
+    finite = torch.isfinite(x).flatten(2).all(-1)  # [B, N]
+    if not bool(finite.all()):
+        b, i = (~finite).nonzero()[0].tolist()
+        where = f"image {b} patch {i}" if x.shape[0] > 1 else f"patch {i}"
+        raise ValueError(f"{fn}: {where} holds NaN or infinite values; expected finite values in [0, 1]")
+    lo, hi = float(x.min()), float(x.max())
+    top = _UNIT_MAX.get(kind, 1.0)
+    if lo < 0 or hi > top:
+        raise ValueError(f"{fn}: values span {lo:g}..{hi:g}; expected [0, 1] (or {kind} units 0..{top:g})")
+
+
 def _choose(pairs: list[tuple[int, int]], scores: list[float], min_confidence: float, method: str) -> GridChoice:
     """Rank one image's scores into a :class:`GridChoice` (stable: ties keep factor-pair order)."""
     order = sorted(range(len(pairs)), key=lambda k: scores[k])
@@ -323,7 +341,7 @@ def _choose(pairs: list[tuple[int, int]], scores: list[float], min_confidence: f
         return GridChoice(cands[0][0], cands[0][1], 0.0, 1.0, cands, False, method)
     s1, s2 = cands[0][2], cands[1][2]
     conf = 0.0 if s2 <= 0 or (s2 - s1) <= _TIE_RTOL * s2 else (s2 - s1) / s2
-    return GridChoice(cands[0][0], cands[0][1], s1, conf, cands, conf < min_confidence, method)
+    return GridChoice(cands[0][0], cands[0][1], s1, conf, cands, not conf >= min_confidence, method)  # NaN: low
 
 
 def infer_grids(
@@ -345,6 +363,7 @@ def infer_grids(
         if patches.shape[0] == 0:
             return []
         _as_stack(patches[0], "infer_grids")  # dtype and emptiness checks
+        _check_values(patches, kind, "infer_grids")
         strips = border_strips(score_map(patches, kind), border)
     pairs = factor_pairs(strips.n)
     scores = strip_scores(strips, method)

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from uotisp_lib import losses, metrics, uot
-from uotisp_lib.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from uotisp_lib.checkpoint import TrainState, load_latest_checkpoint, run_lock, save_checkpoint
 from uotisp_lib.data.datasets import PatchSet
-from uotisp_lib.inference import export_isp
+from uotisp_lib.inference import export_isp, export_step
 from uotisp_lib.models import UNetDiscriminatorSN, build_isp
 from uotisp_lib.preprocessing import PreprocessConfig
 from uotisp_lib.stats import channel_moments, soft_histogram_uv
@@ -167,19 +167,26 @@ class EpochTrainer:
         return out
 
     def fit(self, resume: bool = True, stop_after_epochs: int | None = None, progress: bool = False) -> list[dict]:
-        """Train to ``self.epochs`` (resuming from the last checkpoint when ``resume``).
+        """Train to ``self.epochs`` (resuming from the newest intact checkpoint when ``resume``).
 
         ``stop_after_epochs`` ends early after that many epochs *in this call* (to simulate an
-        interruption in tests). Returns the history: one dict per epoch.
+        interruption in tests). Returns the history: one dict per epoch. The run folder is locked
+        for the call (:func:`uotisp_lib.checkpoint.run_lock`): a second trainer is refused.
         """
+        with run_lock(self.run_dir):
+            return self._fit(resume, stop_after_epochs, progress)
+
+    def _fit(self, resume: bool, stop_after_epochs: int | None, progress: bool) -> list[dict]:
+        """:meth:`fit` under the run lock."""
         from tqdm.auto import tqdm
 
         ckpt_dir = self.run_dir / "ckpt"
-        last = latest_checkpoint(ckpt_dir) if resume else None
-        if last is not None:
+        if resume:
             wanted = self.state.extra.get("config")
-            load_checkpoint(last, self.state)
-            _check_same_config(last, self.state.extra.get("config"), wanted)
+            last = load_latest_checkpoint(ckpt_dir, self.state)
+            if last is not None:
+                _check_same_config(last, self.state.extra.get("config"), wanted)
+                self._refresh_export()
         done_here = 0
         stems = list(self.sources.stems)
         bar = tqdm(total=self.epochs, initial=self.state.extra["epoch"], desc="epochs", disable=not progress)
@@ -217,9 +224,16 @@ class EpochTrainer:
 
         With validation ground truth, ``run_dir/best`` holds the map of the epoch with the highest
         validation PSNR (``state.extra["best_epoch"]``): what a study selects on validation."""
-        meta = {"epoch": self.state.extra["epoch"], **self.export_meta()}
+        role = "latest" if out is None else "best" if Path(out) == self.run_dir / "best" else "other"
+        meta = {"epoch": self.state.extra["epoch"], "step": self.state.step, "role": role, **self.export_meta()}
         out = self.run_dir / "export" if out is None else out
         return export_isp(out, self.eval_model(), self.arch, self.arch_kwargs, self.preprocess, meta)
+
+    def _refresh_export(self) -> None:
+        """Rebuild ``run_dir/export`` when it is missing or older than the state just resumed
+        (a run killed between its checkpoint and its export)."""
+        if export_step(self.run_dir / "export") != self.state.step:
+            self.export()
 
 
 def _check_same_config(path: Path, saved: dict | None, wanted: dict | None) -> None:

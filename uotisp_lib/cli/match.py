@@ -33,23 +33,35 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from uotisp_lib.config import dumps, resolve_device, run_metadata, seed_everything
-    from uotisp_lib.io import atomic_write_text
-    from uotisp_lib.matching import build_pair_graph, pair_quality
+    from uotisp_lib.cli.common import at_least, device
+    from uotisp_lib.config import dumps, run_metadata, seed_everything
+    from uotisp_lib.io import atomic_write_text, check_output_path, clean_stale_temps
+    from uotisp_lib.matching import build_pair_graph, check_ground_truth, pair_quality
 
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"{out}: --out must name a .npz file")
-    if args.k < 1 or args.k_patch < 1:
-        raise ValueError(f"--k and --k-patch must be >= 1, got {args.k} and {args.k_patch}")
+    check_output_path(out, "--out", kind="file")
+    for name in (out.name, out.with_suffix(".csv").name, out.with_suffix(".json").name):
+        clean_stale_temps(out.parent, name)  # half-written files of a killed run
+    at_least(args.k, 1, "--k")
+    at_least(args.k_patch, 1, "--k-patch")
+    at_least(args.seed, 0, "--seed")
+    data = Path(args.data)
+    if not data.is_dir():
+        raise ValueError(f"--data {data}: {'is not a folder' if data.exists() else 'does not exist'}; expected a folder with train/raws and train/jpegs")
+    dev = device(args.device)
+    has_gt = (data / "train" / "gt").is_dir()
+    if has_gt:
+        check_ground_truth(data)  # before the long work: every ground truth the size of its RAW
     seed_everything(args.seed)
     t0 = time.perf_counter()
     graph, diag = build_pair_graph(
         Path(args.data), args.method, k=args.k, k_patch=args.k_patch, backend=args.backend, seed=args.seed,
-        device=resolve_device(args.device), cache=None if args.no_cache else "default",
+        device=dev, cache=None if args.no_cache else "default",
     )
     diag.pop("image_match")
-    if (Path(args.data) / "train" / "gt").is_dir():
+    if has_gt:
         diag["pair_quality"] = pair_quality(Path(args.data), graph)
     graph.save(out)
     atomic_write_text(out.with_suffix(".json"), dumps(run_metadata(match=diag)))

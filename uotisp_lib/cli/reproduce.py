@@ -44,16 +44,38 @@ def run_notebook(path: Path, out: Path, parameters: dict, cwd: Path = REPO) -> N
     import papermill as pm
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(path), str(out), parameters=parameters, kernel_name=KERNEL, cwd=str(cwd), progress_bar=False
-    )
+    try:
+        pm.execute_notebook(
+            str(path), str(out), parameters=parameters, kernel_name=KERNEL, cwd=str(cwd), progress_bar=False
+        )
+    except pm.PapermillExecutionError as err:
+        raise NotebookError(path, out, err) from None
+
+
+class NotebookError(ValueError):
+    """A notebook cell failed; the message (one line) names the notebook, the cell and the cause."""
+
+    def __init__(self, path: Path, executed: Path, err) -> None:
+        cause = " ".join(str(err.evalue).split()) or "(no message)"
+        super().__init__(
+            f"{path.name}: cell {err.cell_index} (In [{err.exec_count}]) failed: {err.ename}: {cause} "
+            f"(executed notebook: {executed})"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     from uotisp_lib.data import ensure_dataset
     from uotisp_lib.reporting import write_index
 
+    from uotisp_lib.cli.common import at_least, device
+    from uotisp_lib.io import check_output_path
+
+    at_least(args.seed, 0, "--seed")
+    device(args.device)
+    if args.data_root and not Path(args.data_root).is_dir():
+        raise ValueError(f"--data-root {args.data_root}: not a folder; expected a UP-ISP style dataset folder")
     run_cfg = resolve_run(args.profile, args.data_root or None, args.device, args.seed)
+    check_output_path(run_cfg.results_dir, "results folder")
     root = ensure_dataset(run_cfg)
     print(f"data: {root}")
     params = {"profile": args.profile, "seed": args.seed, "data_root": args.data_root, "device": args.device}

@@ -168,11 +168,13 @@ def _csv_text(rows: list[dict[str, object]]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Stitch every image of ``args.input`` into ``args.output``; 0 if all were stitched, else 1."""
     src, dst = Path(args.input), Path(args.output)
+    uio.check_output_path(dst, "--output")
     if args.border < 2:
         raise ValueError(f"--border must be at least 2 pixels, got {args.border}")
     kind, files = _scan(src, args.kind)
     if dst.resolve() == src.resolve():
         raise ValueError(f"{dst}: output folder must differ from the input folder (outputs would mix with patches)")
+    uio.clean_stale_temps(dst)  # half-written files of a killed run
     paths = {}
     for stem, p in files:
         paths.setdefault(stem, p)

@@ -28,11 +28,17 @@ def summary(counts: dict[str, dict[str, int]]) -> str:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from uotisp_lib.cli.common import at_least
     from uotisp_lib.data.synth import build_benchmark, count_files
+    from uotisp_lib.io import check_output_path
 
     if args.photos_only and not args.photos:
         print("uotisp synth: --photos-only needs --photos DIR (a folder of JPEG/PNG photos)", file=sys.stderr)
         return 2
+    at_least(args.seed, 0, "--seed")
+    check_output_path(args.out, "--out")
+    if args.photos and not Path(args.photos).is_dir():
+        raise ValueError(f"--photos {args.photos}: not a folder; expected a folder of JPEG/PNG photos")
     t0 = time.perf_counter()
     out = build_benchmark(
         Path(args.out), get_profile(args.profile).synth, args.seed, photo_dir=args.photos, overwrite=args.overwrite,

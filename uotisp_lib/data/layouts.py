@@ -83,8 +83,8 @@ def parse_stem(stem: str) -> tuple[str, int]:
 
 def natural_key(stem: str) -> tuple:
     """Sort key ordering digit runs numerically (``img_2`` before ``img_10``); ties broken by text."""
-    parts = re.split(r"([0-9]+)", stem)
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)) + (stem,)
+    parts = re.split(r"([0-9]+)", stem)  # text, digits, text, ...: the same type at each position
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), stem
 
 
 def _fmt_list(items: Iterable[object]) -> str:
@@ -244,7 +244,16 @@ class UpIspLayout:
         paths = self.paths(split, kind)
         if kind == "raws":
             return uio.load_raw_batch([paths[s] for s in groups[image_id]])
-        return np.stack([uio.read_srgb(paths[s]) for s in groups[image_id]])
+        images = [uio.read_srgb(paths[s]) for s in groups[image_id]]
+        shapes = [img.shape for img in images]
+        common = max(set(shapes), key=shapes.count)  # the odd one out is named, not the first
+        for s, shape in zip(groups[image_id], shapes):
+            if shape != common:
+                raise uio.ImageFormatError(
+                    f"{paths[s]}: shape {shape} differs from {common} of the other patches of image "
+                    f"{image_id!r}; patches of one image must be equal"
+                )
+        return np.stack(images)
 
     def read_patches(self, split: str, kind: str, image_id: str):
         """:meth:`read_image` as a float32 tensor ``[N,C,h,w]``: RAW in raw units, sRGB in [0,1]."""

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,7 +296,7 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     if state == "empty":
         out.rmdir()
     elif state == "replace":
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = uio.make_temp_dir(out, "old")
         os.replace(out, old / "data")
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
@@ -345,9 +344,8 @@ def build_benchmark(
     plans = plan_images(cfg, seed)
     photos = builtin_photos(cfg.photos) + (folder_source(photo_dir) if photo_dir else [])
     dead = DeadLeavesSource(natural_palette(photos, np.random.default_rng([seed, 10**9 + 1])))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the published folder should be an ordinary one
+    uio.clean_stale_temps(out.parent, out.name)  # leftovers of killed builds
+    tmp = uio.make_temp_dir(out)  # permissions from the umask, like an ordinary folder
     t0 = time.perf_counter()
     try:
         records = []
