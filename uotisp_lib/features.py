@@ -1,6 +1,6 @@
 """Image descriptors for pseudo-pair matching, and the Gram feature extractor of the style loss.
 
-Borelli's image descriptor (arXiv 2605.07495; REFERENCE.md "Matching") is
+Borelli's image descriptor (arXiv 2605.07495; docs/references.md "Matching") is
 ``[DINOv2 ViT-S/14 | VGG19 Gram | Y and UV soft histograms]``. Backbones:
 
 - ``dinov2``: timm ``vit_small_patch14_dinov2`` at 224 px; descriptor = CLS token concatenated

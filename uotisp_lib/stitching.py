@@ -1,7 +1,7 @@
 """Grid inference by seam consistency; stitch and unstitch patch grids.
 
 UP-ISP patches are named ``<imageid>_<idx>`` with ``idx`` the 0-based row-major position in the
-parent image; the grid ``rows x cols`` is not stored (REFERENCE.md, "NTIRE 2026 UP-ISP data").
+parent image; the grid ``rows x cols`` is not stored (docs/references.md, "NTIRE 2026 UP-ISP data").
 The order is therefore known and only the grid shape, a factor pair of ``N``, has to be chosen.
 
 Two rankings of the factor pairs are provided (``method=``):
