@@ -458,15 +458,19 @@ def evaluate_grid_choice(
     methods: Sequence[str] = METHODS,
     border: int = DEFAULT_BORDER,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    progress: bool = False,
 ) -> list[dict]:
     """Grid choice on images whose grid is known: one row per (case, kind, method).
 
     ``cases`` have ``image_id``, ``rows``, ``cols`` and patch stacks ``raw`` ``[N,4,h,w]`` / ``rgb``
     ``[N,3,H,W]`` (e.g. :func:`uotisp_lib.data.synth.grid_cases`). Row keys: image_id, layout,
-    n_patches, kind, method, chosen, correct, confidence, low_confidence.
+    n_patches, kind, method, chosen, correct, confidence, low_confidence. ``progress`` shows a
+    ``tqdm.auto`` bar over the cases.
     """
+    from tqdm.auto import tqdm
+
     rows = []
-    for case in cases:
+    for case in tqdm(cases, desc="images", disable=not progress):
         for kind in kinds:
             patches = getattr(case, kind)
             for method in methods:
