@@ -144,3 +144,19 @@ def test_reproduce_says_smoke_checks_the_plumbing(tmp_path, monkeypatch, capsys)
     out = capsys.readouterr().out
     assert "## t" in out and "NOTE (smoke profile): Smoke numbers check the plumbing, not the method" in out
     assert "`results/cpu`" in out
+
+
+def test_discuss_data_summary():
+    rows = pd.DataFrame([
+        {"split": "train", "raw_images": 4, "raw_patches": 56, "jpeg_images": 4, "jpeg_patches": 42,
+         "gt_images": 0, "gt_patches": 0, "raw_min": 0, "raw_max": 1023},
+        {"split": "test", "raw_images": 2, "raw_patches": 28, "jpeg_images": 0, "jpeg_patches": 0,
+         "gt_images": 2, "gt_patches": 28, "raw_min": 3, "raw_max": 900},
+    ])
+    assert reporting.discuss_data_summary(rows).splitlines() == [
+        "- **train**: 4 RAW images (56 patches), 4 target JPEG images (42 patches).",
+        "- **test**: 2 RAW images (28 patches), 2 ground-truth images (28 patches).",
+        "- RAW codes span 0..1023: inside the 10-bit range 0..1023.",
+    ]
+    rows.loc[1, "raw_max"] = 4095
+    assert "OUTSIDE the expected range 0..1023" in reporting.discuss_data_summary(rows)

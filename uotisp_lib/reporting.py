@@ -204,6 +204,28 @@ def discuss_table(
     return "\n".join(lines) + "\n"
 
 
+def discuss_data_summary(summary: pd.DataFrame, white_level: int = 1023) -> str:
+    """What a dataset summary (:meth:`~uotisp_lib.data.layouts.UpIspLayout.summary` rows) says, as
+    Markdown: one bullet per split with its images and patches per kind, then the RAW range."""
+    lines = []
+    for _, r in summary.iterrows():
+        parts = [
+            f"{int(r[f'{k}_images'])} {name} images ({int(r[f'{k}_patches'])} patches)"
+            for k, name in (("raw", "RAW"), ("jpeg", "target JPEG"), ("gt", "ground-truth"))
+            if r.get(f"{k}_patches", 0) > 0
+        ]
+        lines.append(f"- **{r['split']}**: " + (", ".join(parts) if parts else "empty") + ".")
+    if {"raw_min", "raw_max"} <= set(summary.columns):
+        lo, hi = int(summary["raw_min"].min()), int(summary["raw_max"].max())
+        inside = 0 <= lo and hi <= white_level
+        lines.append(
+            f"- RAW codes span {lo}..{hi}: "
+            + (f"inside the {white_level.bit_length()}-bit range 0..{white_level}." if inside
+               else f"OUTSIDE the expected range 0..{white_level}; check the black and white levels.")
+        )
+    return "\n".join(lines) + "\n"
+
+
 def to_display(img: Any) -> Any:
     """A tensor ``[3,H,W]``/``[1,H,W]``/``[H,W]`` or array ``HxWx3`` -> NumPy ``HxW(x3)`` for imshow."""
     import numpy as np
