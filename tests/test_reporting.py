@@ -95,6 +95,9 @@ def test_discuss_table_index_labels_ties_nans_and_errors():
                       index=pd.Index(["a", "b", "c", "d"], name="method"))
     text = reporting.discuss_table(df, {"acc": "higher", "x": "lower"})
     assert text == "- **acc** (higher is better): best `a`, `b` (1), worst `c` (0.5), spread 0.5.\n- **x** (lower is better): no values.\n"
+    many = pd.DataFrame({"v": [1, 1, 1, 1, 1, 0]}, index=list("abcdef"))
+    assert reporting.discuss_table(many, {"v": "higher"}).startswith(
+        "- **v** (higher is better): best `a`, `b`, `c` and 2 more (1), worst `f` (0), spread 1.")
     two = pd.DataFrame({"m": ["u", "u"], "k": ["raw", "rgb"], "v": [2.0, 1.0]})
     assert "best `u / raw` (2)" in reporting.discuss_table(two, {"v": "higher"}, label=["m", "k"])
     with pytest.raises(ValueError, match="exactly one row"):

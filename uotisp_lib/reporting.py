@@ -156,6 +156,11 @@ def _row_names(df: pd.DataFrame, label: str | list[str] | None) -> pd.Series:
     return df[cols].astype(str).agg(" / ".join, axis=1)
 
 
+def _some(names: pd.Series, most: int = 3) -> str:
+    shown = ", ".join(f"`{x}`" for x in names.iloc[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def discuss_table(
     df: pd.DataFrame,
     metrics: Mapping[str, str],
@@ -168,7 +173,7 @@ def discuss_table(
 
     ``metrics`` maps a column to ``"higher"`` or ``"lower"`` (which direction is better). Rows are
     named by the index, or by the ``label`` column(s) joined with `` / ``. Each bullet gives the
-    best and worst rows and the spread; with ``baseline`` (a row name) it also gives the best row's
+    best and worst rows (ties: the first three, then a count) and the spread; with ``baseline`` (a row name) it also gives the best row's
     difference to the baseline and how many other rows beat it. NaNs are ignored.
     """
     names = _row_names(df, label)
@@ -191,8 +196,7 @@ def discuss_table(
         if best_v == worst_v:
             lines.append(head + f"every row has {best_v:{fmt}}.")
             continue
-        best = ", ".join(f"`{x}`" for x in n[v == best_v])
-        worst = ", ".join(f"`{x}`" for x in n[v == worst_v])
+        best, worst = _some(n[v == best_v]), _some(n[v == worst_v])
         text = f"best {best} ({best_v:{fmt}}), worst {worst} ({worst_v:{fmt}}), spread {abs(best_v - worst_v):{fmt}}."
         if baseline is not None and (n == baseline).any():
             base_v = v[n == baseline].iloc[0]
