@@ -109,10 +109,13 @@ def test_discuss_table_index_labels_ties_nans_and_errors():
 
 
 def test_backends_note_names_fallbacks():
-    note = reporting.backends_note({"hist_y": "soft_hist_y64", "gram": "efficientnet_lite0", "backbone": "dinov2"})
+    note = reporting.backends_note(
+        {"cache": "off", "hist_y": "soft_hist_y64", "gram": "efficientnet_lite0", "backbone": "dinov2"}
+    )
     assert note == (
         "Backends that ran: descriptor backbone **dinov2** (DINOv2 ViT-S/14, as in the paper); "
-        "descriptor Gram features **efficientnet_lite0** (fallback: no local VGG19 weights); hist_y **soft_hist_y64**."
+        "descriptor Gram features **efficientnet_lite0** (fallback: no local VGG19 weights); "
+        "Y histogram **soft_hist_y64** (64 bins, as in the paper); cache **off**."
     )
     assert "**efficientnet_lite0** (offline fallback" in reporting.backends_note({"backbone": "efficientnet_lite0"})
     with pytest.raises(ValueError, match="no backends"):

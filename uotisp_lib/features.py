@@ -52,6 +52,17 @@ LITE_STD = (0.5, 0.5, 0.5)
 VGG19_RELU_X_1 = (1, 6, 11, 20, 29)  # indices of relu1_1 .. relu5_1 in torchvision vgg19().features
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str, *args: object) -> None:
+    """Log a fallback warning once per process (every later load falls back the same way)."""
+    text = msg % args
+    if text not in _warned:
+        _warned.add(text)
+        log.warning(text)
+
+
 class WeightsError(ValueError):
     """A weights file is missing or does not fit the architecture; the message names the file."""
 
@@ -238,7 +249,7 @@ def load_backbone(
         path = find_dinov2_weights(weights)
         if path is not None:
             return _freeze(DinoV2Descriptor(build_dinov2(path)), device), "dinov2"
-        log.warning(
+        _warn_once(
             "DINOv2 weights not found (weights=, $%s, or the Hugging Face cache for %s); "
             "falling back to the offline efficientnet_lite0 backend",
             DINOV2_ENV,
@@ -306,7 +317,7 @@ def load_gram_extractor(name: str = "auto", device: str | torch.device = "cpu") 
         path = find_vgg19_weights()
         if path is not None:
             return _freeze(VGG19Features(build_vgg19_features(path)), device), "vgg19"
-        log.warning(
+        _warn_once(
             "VGG19 weights not found ($%s or %s); Gram features use efficientnet_lite0 stages",
             VGG19_ENV,
             Path(torch.hub.get_dir()) / "checkpoints" / VGG19_HUB_FILE,

@@ -126,6 +126,8 @@ _BACKEND_ROLES = {
         "vgg19": "VGG19 relu1_1..relu5_1, as in the paper",
         "efficientnet_lite0": "fallback: no local VGG19 weights",
     }),
+    "hist_y": ("Y histogram", {"soft_hist_y64": "64 bins, as in the paper"}),
+    "hist_uv": ("UV histogram", {"soft_hist_uv32": "32 x 32 bins, as in the paper"}),
     "gram_loss": ("Gram loss features", {
         "vgg19": "VGG19 relu1_1..relu5_1, as in the paper",
         "efficientnet_lite0": "fallback: no local VGG19 weights",
