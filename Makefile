@@ -1,5 +1,6 @@
 # uotisp: two commands on a fresh clone (see README.md)
 #   make reproduce   set up .venv, build the synthetic benchmark, run every notebook, print the tables
+#                    (PROFILE=smoke, the default, checks the plumbing, not the method: see results/cpu)
 #   make test        set up .venv, run the test suite (what .ci/run calls)
 PYTHON ?= python3
 PROFILE ?= smoke

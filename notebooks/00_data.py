@@ -21,6 +21,11 @@
 # documented camera model (Brooks et al. 2019, *Unprocessing images for learned raw denoising*).
 # Because we made the RAW, every RAW scene also has a ground-truth rendering in the target look, so
 # metrics mean something. Point `data_root` at the real challenge folder to look at that instead.
+#
+# **Papers** (facts and constants restated in `docs/references.md`): Brooks et al., *Unprocessing
+# Images for Learned Raw Denoising*, CVPR 2019, arXiv 1811.11127 (the camera model); Semantic
+# Pseudo-Pairing, NTIRE 2026 unpaired ISP challenge, arXiv 2605.07495 (the UP-ISP data layout);
+# EGUOT-ISP, arXiv 2512.05635 (outlier targets, the reason for unbalanced transport).
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
@@ -34,6 +39,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown
 
 from uotisp_lib import config, reporting
 from uotisp_lib.data import camera, ensure_dataset, sources
@@ -57,6 +63,12 @@ print(f"profile={run.profile.name} device={run.device} data={root} synthetic={ru
 summary = pd.DataFrame(layout.summary())
 reporting.write_table(summary, run.results_dir, "data_summary", metadata=config.run_metadata(run))
 summary
+
+# %% [markdown]
+# What the table says (generated from its numbers):
+
+# %%
+Markdown(reporting.discuss_data_summary(summary))
 
 
 # %% [markdown]
@@ -85,7 +97,7 @@ image_id = next(iter(layout.images(split0, "raws")))
 raw = full_image(split0, "raws", image_id)
 names = ["R", "Gr", "Gb", "B"]
 fig = reporting.image_grid([raw[c : c + 1] / 1023.0 for c in range(4)], [f"{image_id}: {n}" for n in names], ncols=4)
-reporting.save_figure(fig, run.results_dir, "raw_channels")
+reporting.save_figure(fig, run.results_dir, "raw_channels");
 
 # %% [markdown]
 # The green channels are brightest and red/blue dimmer: the sensor sees the scene *before* white
@@ -94,8 +106,24 @@ reporting.save_figure(fig, run.results_dir, "raw_channels")
 # %% [markdown]
 # ## The camera model, step by step
 # sRGB scene -> inverse sRGB gamma -> linear camera RGB (inverse colour matrix) -> divided by the
-# illuminant gains -> RGGB mosaic -> shot + read noise -> 10-bit codes. The constants live in
-# `uotisp_lib.data.camera.CameraModel` and in every benchmark's `meta.json`.
+# illuminant gains -> RGGB mosaic -> shot + read noise -> 10-bit codes (Brooks et al. 2019, run
+# backwards from an sRGB photograph). For a scene $y$ in sRGB:
+#
+# $$x_{\text{lin}} = \operatorname{sRGB}^{-1}(y), \qquad
+#   x_{\text{cam}} = M\, x_{\text{lin}}, \qquad
+#   x_{\text{sensor}} = x_{\text{cam}} \oslash (g_R, 1, g_B)$$
+#
+# where $M$ (rows summing to 1) is the inverse of the camera's colour-correction matrix and the
+# illuminant gains are drawn per image, $g_R \sim \mathcal U[1.9, 2.4]$, $g_B \sim \mathcal U[1.5, 1.9]$.
+# The mosaic keeps one colour per pixel, noise is heteroscedastic and the result is quantised to 10 bits:
+#
+# $$m = \operatorname{mosaic}_{\text{RGGB}}(x_{\text{sensor}}), \qquad
+#   \tilde m = m + n, \quad n \sim \mathcal N\big(0,\ \sigma_s\, m + \sigma_r\big), \qquad
+#   \text{raw} = \operatorname{round}\big(1023 \cdot \operatorname{clip}_{[0,1]}(\tilde m)\big)$$
+#
+# with $\log \sigma_s \sim \mathcal U[\log 10^{-4}, \log 4\cdot 10^{-3}]$ and
+# $\log \sigma_r = 2.18 \log \sigma_s + 1.20 + \mathcal N(0, 0.26^2)$ (Brooks' fit). The constants
+# live in `uotisp_lib.data.camera.CameraModel` and in every benchmark's `meta.json`.
 
 # %%
 rng = np.random.default_rng(run.seed)
@@ -112,7 +140,7 @@ bayer = camera.unpack_mosaic(packed)
 steps = [srgb[0], lin[0], sensor[0], bayer[0], camera.dequantize(codes.to(torch.int32), cam)[0, 1:2]]
 titles = ["sRGB scene", "camera RGB (linear)", f"/ gains {gains[0].numpy().round(2)}", "RGGB mosaic + noise", "10-bit Gr plane"]
 fig = reporting.image_grid(steps, titles, ncols=5)
-reporting.save_figure(fig, run.results_dir, "camera_model")
+reporting.save_figure(fig, run.results_dir, "camera_model");
 
 # %% [markdown]
 # ## The target look and the outliers
@@ -125,7 +153,7 @@ reporting.save_figure(fig, run.results_dir, "camera_model")
 looks = [camera.DEFAULT_LOOK, *camera.OUTLIER_LOOKS.values()]
 renders = [camera.srgb_to_target(srgb, look, cam)[0] for look in looks]
 fig = reporting.image_grid([srgb[0], *renders], ["scene (plain sRGB)", *[l.name for l in looks]], ncols=len(looks) + 1)
-reporting.save_figure(fig, run.results_dir, "target_look")
+reporting.save_figure(fig, run.results_dir, "target_look");
 
 # %%
 jpeg_ids = list(layout.images("train", "jpegs"))

@@ -21,6 +21,34 @@
 # 5. denoise (Borelli: FFDNet at sigma 0.01, GPL weights, optional here; a guided filter offline);
 # 6. gamma `x ** (1/2.2)`.
 #
+# In equations, with black level $b$, white level $w$ and white-balance gains $g$:
+#
+# $$\hat x = \operatorname{clip}_{[0,1]}\!\Big(\frac{x - b}{w - b}\Big) \odot g, \qquad
+#   \text{out} = \Big(\operatorname{denoise}\big(\operatorname{demosaic}(\operatorname{mosaic}(\hat x))\big)\Big)^{1/2.2}.$$
+#
+# *Bilinear* demosaicing fills a missing colour with the mean of its nearest samples, e.g. green at a
+# red site $(i, j)$: $\hat G_{\text{bl}}(i,j) = \tfrac14 \sum_{(k,l) \in \mathcal N_4(i,j)} G(k,l)$.
+# *Malvar-He-Cutler* (ICASSP 2004) adds a fraction of the known channel's Laplacian, which carries
+# the edges the missing channel shares:
+#
+# $$\hat G(i,j) = \hat G_{\text{bl}}(i,j) + \tfrac12\, \Delta_R(i,j), \qquad
+#   \Delta_R(i,j) = R(i,j) - \tfrac14 \big(R(i\pm2, j) + R(i, j\pm2)\big)$$
+#
+# (5x5 kernels for every case). The *guided filter* (He et al., TPAMI 2013) denoises each window
+# $\omega_k$ with a local linear model of the guide $I$ (here the image itself),
+#
+# $$q_i = \bar a_k I_i + \bar b_k, \qquad a_k = \frac{\operatorname{cov}_{\omega_k}(I, p)}{\operatorname{var}_{\omega_k}(I) + \epsilon}, \qquad
+#   b_k = \bar p_k - a_k \bar I_k, \qquad \epsilon = 8\sigma^2,$$
+#
+# smoothing where the local variance is below $\epsilon$ and keeping edges. The scores:
+# $\mathrm{PSNR} = 10 \log_{10} \big(1 / \mathrm{MSE}\big)$ on [0, 1] images, SSIM and CIEDE2000
+# as stated in `uotisp_lib.metrics`.
+#
+# **Papers** (restated in `docs/references.md`): Semantic Pseudo-Pairing, arXiv 2605.07495 (the
+# chain); Gharbi et al., *Deep Joint Demosaicking and Denoising*, SIGGRAPH Asia 2016 (DemosaicNet);
+# Zhang et al., *FFDNet*, arXiv 1710.04026; Malvar, He, Cutler, ICASSP 2004; He, Sun, Tang, *Guided
+# Image Filtering*, TPAMI 2013.
+#
 # Below, each stage on a RAW image of the dataset, then every demosaic x denoise backend scored
 # against the clean sensor image the synthetic camera model knows (the white balance is given the
 # true illuminant so only demosaicing and denoising differ).
@@ -35,6 +63,7 @@ results_dir = ""  # empty: results/<profile>
 # %%
 import pandas as pd
 import torch
+from IPython.display import Markdown
 
 from uotisp_lib import config, reporting
 from uotisp_lib.data import ensure_dataset
@@ -82,7 +111,7 @@ print(f"{image_id}: grid {grid.rows}x{grid.cols} (confidence {grid.confidence:.2
 scenes = synthetic_scenes(study.n_scenes, study.size, run.seed)
 scenes = type(scenes)(raw=scenes.raw.to(run.device), clean=scenes.clean.to(run.device), gains=scenes.gains)
 configs = default_backends(study.demosaic, study.denoise)
-table = pd.DataFrame(compare_backends(scenes, configs, repeats=study.repeats)).set_index("backend")
+table = pd.DataFrame(compare_backends(scenes, configs, repeats=study.repeats, progress=True)).set_index("backend")
 reporting.write_table(
     table,
     run.results_dir,
@@ -90,6 +119,15 @@ reporting.write_table(
     metadata=config.run_metadata(run, threads=torch.get_num_threads(), n_scenes=study.n_scenes, size=study.size),
 )
 table.sort_values("psnr", ascending=False)
+
+# %% [markdown]
+# What the table says (generated from its numbers; the default, Malvar without denoising, is the
+# reference row):
+
+# %%
+Markdown(reporting.discuss_table(
+    table, {"psnr": "higher", "ssim": "higher", "de2000": "lower", "mp_per_s": "higher"}, baseline="malvar+none"
+))
 
 # %%
 import matplotlib.pyplot as plt
@@ -102,7 +140,7 @@ ax.set_xlabel("throughput (output MP/s, log)")
 ax.set_ylabel("PSNR vs clean sensor image (dB)")
 ax.legend(fontsize=7)
 ax.set_title("quality vs speed per backend")
-reporting.save_figure(fig, run.results_dir, "preprocessing_tradeoff")
+reporting.save_figure(fig, run.results_dir, "preprocessing_tradeoff");
 
 # %% [markdown]
 # ## Side by side
@@ -117,7 +155,7 @@ ref = one.clean[0] ** (1 / 2.2)
 fig = reporting.image_grid(
     [ref[:, crop, crop], *[o[:, crop, crop] for o in outs.values()]], ["clean reference", *outs], ncols=len(outs) + 1
 )
-reporting.save_figure(fig, run.results_dir, "demosaic_crops")
+reporting.save_figure(fig, run.results_dir, "demosaic_crops");
 
 # %% [markdown]
 # Reading the table: learned demosaicing (DemosaicNet) is the most accurate and by far the slowest on

@@ -21,6 +21,31 @@
 # normalises each seam's jump by the pixel steps inside the patches beside it and scores each grid
 # by how well it explains *every* candidate seam of every factor pair.
 #
+# **Borelli's mean score.** On a score map $M$ (RAW: $(G_r + G_b)/2$, RGB: the channel mean), with
+# patches $h \times w$ and border $b$, a horizontal seam between patches $p$ (left) and $q$ (right)
+# costs
+#
+# $$s_{pq} = \frac{1}{h\,b} \sum_{y=1}^{h} \sum_{j=0}^{b-1} \big| M_p[y,\ w - b + j] - M_q[y,\ j] \big|,
+#   \qquad S_{\text{mean}}(R, C) = \frac{1}{R(C-1) + (R-1)C} \sum_{\text{seams of } (R, C)} s_{pq},$$
+#
+# vertical seams likewise; the grid with the lowest $S$ wins, with confidence $(S_2 - S_1)/S_2$.
+#
+# **Our evidence score.** Each candidate seam gets a ratio of the 1-pixel step across it to the
+# 1-pixel steps inside the strips beside it ($a_k$: the last $b$ columns of $p$, $c_k$: the first $b$
+# of $q$), turned into a soft test:
+#
+# $$r = \frac{\overline{|a_{b-1} - c_0|} + \epsilon}{\tfrac12\big(\overline{|a_{k+1} - a_k|} + \overline{|c_{k+1} - c_k|}\big) + \epsilon},
+#   \qquad t = \kappa\,(\log r - \log \tau) \quad (\tau = 2,\ \kappa = 2,\ \epsilon = 2\cdot10^{-3}).$$
+#
+# Over the union $U$ of the seams claimed by any factor pair, a grid is scored by the logistic loss
+# of its labelling (claimed: adjacent, $t < 0$; not claimed: not adjacent, $t > 0$):
+#
+# $$S_{\text{evidence}}(R, C) = \frac{1}{|U|} \sum_{s \in U}
+#   \begin{cases} \operatorname{softplus}(t_s) & s \text{ claimed by } (R, C) \\ \operatorname{softplus}(-t_s) & \text{otherwise.} \end{cases}$$
+#
+# **Papers** (restated in `docs/references.md`): Semantic Pseudo-Pairing, NTIRE 2026 unpaired ISP
+# challenge, arXiv 2605.07495 (the supplement's stitching score and the UP-ISP file naming).
+#
 # Below: the grid choice on the benchmark's own images, a sweep over every layout the challenge
 # uses (6x7, 7x6, 5x7, 7x5, 2x7, 7x2) plus others, stitched images, the score landscape of one
 # image, and the least confident cases.
@@ -38,6 +63,7 @@ from types import SimpleNamespace
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown
 
 from uotisp_lib import config, reporting
 from uotisp_lib.data import ensure_dataset
@@ -91,13 +117,21 @@ reporting.write_table(bench, run.results_dir, "stitching_benchmark", metadata=co
 bench
 
 # %% [markdown]
+# What the table says (generated from its numbers):
+
+# %%
+Markdown(reporting.discuss_table(
+    bench, {c: "higher" for c in ("correct", "min_confidence") if c in bench}, label=["split", "kind", "method"]
+))
+
+# %% [markdown]
 # ## Every layout
 # `study.images_per_layout` scenes per layout rendered by the camera model (RAW with noise) and in
 # the target look (sRGB), patches of `study.patch` px (RAW) / twice that (sRGB).
 
 # %%
 cases = grid_cases(study.layouts, study.images_per_layout, study.patch, run.seed)
-sweep = pd.DataFrame(evaluate_grid_choice(cases, border=study.border))
+sweep = pd.DataFrame(evaluate_grid_choice(cases, border=study.border, progress=True))
 accuracy = (
     sweep.groupby(["layout", "kind", "method"])
     .agg(images=("image_id", "count"), correct=("correct", "mean"), min_confidence=("confidence", "min"), median_confidence=("confidence", "median"))
@@ -111,9 +145,19 @@ reporting.write_table(
     "stitching_accuracy",
     metadata=config.run_metadata(run, min_confidence_threshold=DEFAULT_MIN_CONFIDENCE),
 )
-overall = sweep.groupby("method")["correct"].mean()
-print("accuracy over all layouts:", overall.round(4).to_dict())
 accuracy
+
+# %% [markdown]
+# What the table says (generated from its numbers), after the accuracy of each ranking over all
+# layouts:
+
+# %%
+overall = sweep.groupby("method")["correct"].mean().rename("correct over all layouts").to_frame()
+Markdown(
+    reporting.table_markdown(overall) + "\n"
+    + reporting.discuss_table(accuracy, dict.fromkeys(("correct_evidence", "correct_mean", "min_confidence_evidence",
+                                                       "min_confidence_mean"), "higher"), label=["layout", "kind"])
+)
 
 # %% [markdown]
 # ## Stitched images
@@ -139,7 +183,7 @@ for image_id, kind in shown:
     imgs.append(img)
     titles.append(f"{image_id} ({kind}): {g.rows}x{g.cols}, confidence {g.confidence:.2f}")
 fig = reporting.image_grid(imgs, titles, ncols=2, size=5)
-reporting.save_figure(fig, run.results_dir, "stitched_images")
+reporting.save_figure(fig, run.results_dir, "stitched_images");
 
 # %% [markdown]
 # ## The score landscape of one image
@@ -157,7 +201,7 @@ for ax, method in zip(axes, ("mean", "evidence")):
     ax.set_title(f"{method}: true grid {case.rows}x{case.cols} in green")
     ax.set_ylabel("score (lower is better)")
 fig.tight_layout()
-reporting.save_figure(fig, run.results_dir, "seam_landscape")
+reporting.save_figure(fig, run.results_dir, "seam_landscape");
 
 # %% [markdown]
 # ## The least confident choices

@@ -28,6 +28,35 @@
 # rendering of each RAW patch exists, so pair quality can be measured: the colour-statistics distance
 # between a source's ground truth and its matched targets (lower is better; random pairing is the
 # floor).
+#
+# **The objectives.** With descriptors $x_i$ (N source images) and $y_j$ (M target images), uniform
+# marginals $a = \mathbf 1/N$, $b = \mathbf 1/M$, the feature cost $C_{ij} = \lVert x_i - y_j \rVert^2$ and
+# the intra-domain distances $D^X_{ik} = \lVert x_i - x_k \rVert^2$, $D^Y_{jl} = \lVert y_j - y_l \rVert^2$
+# (each divided by its mean), entropic OT solves
+#
+# $$P^{\text{ot}} = \arg\min_{P \in \Pi(a, b)} \sum_{ij} C_{ij} P_{ij} - \varepsilon H(P), \qquad
+#   H(P) = -\sum_{ij} P_{ij} (\log P_{ij} - 1),$$
+#
+# fused Gromov-Wasserstein adds the mismatch of the two sets' internal geometry,
+#
+# $$P^{\text{fgw}} = \arg\min_{P \in \Pi(a, b)} (1 - \alpha) \sum_{ij} C_{ij} P_{ij}
+#   + \alpha \sum_{ijkl} \big(D^X_{ik} - D^Y_{jl}\big)^2 P_{ij} P_{kl} - \varepsilon H(P)
+#   \qquad (\alpha = 0.5,\ \varepsilon = 0.05),$$
+#
+# and unbalanced OT replaces the hard marginals by KL penalties, so a target (an outlier look) may
+# receive less mass than $1/M$:
+#
+# $$P^{\text{uot}} = \arg\min_{P \ge 0} \sum_{ij} C_{ij} P_{ij} - \varepsilon H(P)
+#   + \rho\, \mathrm{KL}(P \mathbf 1 \,\|\, a) + \rho\, \mathrm{KL}(P^\top \mathbf 1 \,\|\, b).$$
+#
+# At patch level a source patch $s$ of image $I_s$ keeps the targets $t$ of its image's top-k target
+# images with weight $w_{st} \propto P^{\text{patch}}_{st}\, P^{\text{image}}_{I_s I_t}$ (top 8, renormalised).
+#
+# **Papers** (restated in `docs/references.md`): Semantic Pseudo-Pairing, arXiv 2605.07495;
+# Oquab et al., *DINOv2*, arXiv 2304.07193; Vayer et al., *Optimal Transport for structured data with
+# application on graphs* (fused Gromov-Wasserstein), arXiv 1805.09114; Cuturi, *Sinkhorn
+# Distances*, arXiv 1306.0895; Chizat et al., *Scaling algorithms for unbalanced optimal transport
+# problems*, arXiv 1607.05816.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
@@ -39,6 +68,8 @@ results_dir = ""  # empty: results/<profile>
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import Markdown
+from tqdm.auto import tqdm
 
 from uotisp_lib import config, reporting
 from uotisp_lib.data import ensure_dataset
@@ -58,7 +89,7 @@ print(f"profile={run.profile.name} device={run.device} study={study}")
 
 # %%
 rows, matches = [], {}
-for method in study.methods:
+for method in tqdm(study.methods, desc="methods"):
     graph, diag = build_pair_graph(root, method, k=study.k_images, k_patch=study.k_patches, backend=study.backend,
                                    seed=run.seed, device=run.device)
     matches[method] = diag
@@ -76,9 +107,21 @@ for method in study.methods:
     rows.append(row)
 table = pd.DataFrame(rows).set_index("method")
 backends = matches[study.methods[0]]["backends"]
-reporting.write_table(table, run.results_dir, "matching_methods", metadata=config.run_metadata(run, study=study, backends=backends))
-print("descriptor backends:", backends)
+note = reporting.backends_note(backends)
+reporting.write_table(table, run.results_dir, "matching_methods", note=note,
+                      metadata=config.run_metadata(run, study=study, backends=backends))
 table
+
+# %% [markdown]
+# What the table says (generated from its numbers; random pairing is the reference row), and which
+# descriptor and Gram backends produced it:
+
+# %%
+quality = {"pair_quality": "lower", "ratio_to_floor": "lower"} if run.synthetic else {}
+Markdown(note + "\n\n" + reporting.discuss_table(
+    table, {"image_max_in_degree": "lower", "image_usage_entropy": "higher", "patch_max_in_degree": "lower",
+            "patch_usage_entropy": "higher", **quality}, baseline="random"
+))
 
 # %% [markdown]
 # ## A source image and its top-3 targets, kNN against OT
@@ -99,7 +142,7 @@ for m in methods_shown:
     imgs += [src.stitched[i] * 0] * (4 - 1 - min(3, im.topk_idx.shape[1]))
     titles += [""] * (4 - 1 - min(3, im.topk_idx.shape[1]))
 fig = reporting.image_grid(imgs, titles, ncols=4, size=3)
-reporting.save_figure(fig, run.results_dir, "matching_topk")
+reporting.save_figure(fig, run.results_dir, "matching_topk");
 
 # %% [markdown]
 # ## Transport plans
@@ -116,4 +159,4 @@ for ax, m in zip(axes[0], shown):
     ax.set_xlabel("target image")
     ax.set_ylabel("source image")
 fig.tight_layout()
-reporting.save_figure(fig, run.results_dir, "transport_plans")
+reporting.save_figure(fig, run.results_dir, "transport_plans");

@@ -19,6 +19,38 @@
 # weights and adds a low-weight hinge GAN. This notebook shows each loss on an example, trains the
 # network in two stages, and compares pairings (random, kNN, OT) and heads (1x1 colour matrix, 3D
 # LUT) with a paired upper bound and the organisers' 3,060-parameter network.
+#
+# **The losses.** For a prediction $\hat y = f(x)$ and its pseudo-paired target $y$ (BT.601 YUV with
+# $U, V$ shifted by $+\tfrac12$; $\mu_c, \sigma_c$ the mean and standard deviation of channel $c$;
+# $h_Y$ the 64-bin soft histogram of $Y$, Gaussian kernel width 0.02; $h_{UV}$ the joint 32x32
+# soft histogram of $(U, V)$, width 0.03; $F_l$ the feature map of layer $l$ with $C_l$ channels):
+#
+# $$\mathcal L_{\text{mom}} = \tfrac13 \sum_c \big(|\mu_c(\hat y) - \mu_c(y)| + |\sigma_c(\hat y) - \sigma_c(y)|\big), \qquad
+#   \mathcal L_{Y} = \operatorname{MSE}\big(h_Y(\hat y), h_Y(y)\big), \qquad
+#   \mathcal L_{UV} = \operatorname{MSE}\big(h_{UV}(\hat y), h_{UV}(y)\big),$$
+#
+# $$\mathcal L_{\text{Gram}} = \sum_l \operatorname{MSE}\big(G_l(\hat y), G_l(y)\big), \quad
+#   G_l = \frac{F_l F_l^\top}{C_l H_l W_l}, \qquad
+#   \mathcal L_{TV} = \overline{|\hat y_{i+1,j} - \hat y_{i,j}|} + \overline{|\hat y_{i,j+1} - \hat y_{i,j}|}.$$
+#
+# Stage 2 adds a hinge GAN with a discriminator $D$ (per-pixel logits, averaged):
+#
+# $$\mathcal L_D = \mathbb E\big[\operatorname{relu}(1 - D(y))\big] + \mathbb E\big[\operatorname{relu}(1 + D(\hat y))\big],
+#   \qquad \mathcal L_{\text{adv}} = -\mathbb E\big[D(\hat y)\big],$$
+#
+# and the network minimises
+#
+# $$\mathcal L = \lambda_{\text{mom}} \mathcal L_{\text{mom}} + \mathcal L_Y + 1.5\, \mathcal L_{UV} + \mathcal L_{\text{Gram}}
+#   + \lambda_{TV} \mathcal L_{TV} + \lambda_{\text{adv}} \mathcal L_{\text{adv}},$$
+#
+# with $(\lambda_{\text{mom}}, \lambda_{TV}, \lambda_{\text{adv}}) = (1, 0.05, 0)$ in stage 1 and
+# $(0.2, 0.01, 0.001)$ in stage 2 (`uotisp_lib.losses.BORELLI_WEIGHTS`).
+#
+# **Papers** (restated in `docs/references.md`): Semantic Pseudo-Pairing, NTIRE 2026 unpaired ISP
+# challenge, arXiv 2605.07495 (losses, weights, the 7,055-parameter network and its LUT head);
+# Gatys et al., *A Neural Algorithm of Artistic Style*, arXiv 1508.06576 (Gram statistics); Lim and
+# Ye, *Geometric GAN*, arXiv 1705.02894 (hinge loss); EGUOT-ISP, arXiv 2512.05635 (notebook 05
+# trains the same networks with unbalanced OT instead).
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
@@ -33,6 +65,8 @@ import dataclasses
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from IPython.display import Markdown
+from tqdm.auto import tqdm
 
 from uotisp_lib import config, losses, reporting, stats
 from uotisp_lib.data import ensure_dataset
@@ -113,26 +147,37 @@ base = PseudoPairConfig(
     stage1_epochs=study.stage1_epochs, stage2_epochs=study.stage2_epochs, batch_size=study.batch_size,
     lr=study.lr, d_width=study.d_width, crop=study.crop, seed=run.seed,
 )
-rows, trainers = [], {}
-for pairing, fn in pairings.items():
-    for head in ("conv1x1", "lut3d"):
-        cfg = dataclasses.replace(base, arch="colornet", arch_kwargs=(("head", head),))
-        row, trainer = run_pseudo_pair(data, cfg, runs_dir / f"{pairing}-{head}".replace(" ", "_"), fn, run.device, preprocess, extractor)
-        rows.append({"model": f"colornet ({head})", "pairing": pairing, **row})
-        trainers[(pairing, head)] = trainer
-tiny = dataclasses.replace(base, arch="tinyraw")
-row, _ = run_pseudo_pair(data, tiny, runs_dir / "tinyraw-ot", pairings["OT (FGW)"], run.device, preprocess, extractor)
-rows.append({"model": "tinyraw (organisers')", "pairing": "OT (FGW)", **row})
+# (model, pairing, config, pair sampler, Gram extractor, run folder) of every run
+runs = [
+    (f"colornet ({head})", pairing, dataclasses.replace(base, arch="colornet", arch_kwargs=(("head", head),)), fn,
+     extractor, f"{pairing}-{head}".replace(" ", "_"))
+    for pairing, fn in pairings.items() for head in ("conv1x1", "lut3d")
+]
+runs.append(("tinyraw (organisers')", "OT (FGW)", dataclasses.replace(base, arch="tinyraw"), pairings["OT (FGW)"], extractor, "tinyraw-ot"))
 if data.gt_train is not None:
     upper = dataclasses.replace(base, paired=True, stage2_epochs=0, stage1_epochs=study.stage1_epochs + study.stage2_epochs)
-    row, _ = run_pseudo_pair(data, upper, runs_dir / "paired", None, run.device, preprocess)
-    rows.append({"model": "colornet (conv1x1)", "pairing": "true pairs (upper bound)", **row})
+    runs.append(("colornet (conv1x1)", "true pairs (upper bound)", upper, None, None, "paired"))
+rows, trainers = [], {}
+for model, pairing, cfg, fn, ext, folder in tqdm(runs, desc="training runs"):
+    row, trainers[(model, pairing)] = run_pseudo_pair(data, cfg, runs_dir / folder, fn, run.device, preprocess, ext)
+    rows.append({"model": model, "pairing": pairing, **row})
 results = pd.DataFrame(rows)
+note = reporting.backends_note({**graph_diag["OT (FGW)"], "gram_loss": gram_backend})
 reporting.write_table(
-    results, run.results_dir, "pseudo_pair_results",
+    results, run.results_dir, "pseudo_pair_results", note=note,
     metadata=config.run_metadata(run, study=study, gram_backend=gram_backend, descriptor_backends=graph_diag, preprocess=preprocess),
 )
 results
+
+# %% [markdown]
+# What the table says (generated from its numbers; random pairing of the 1x1 colornet is the
+# reference row), and which descriptor (for the kNN and OT pair graphs) and Gram-loss backends ran:
+
+# %%
+Markdown(note + "\n\n" + reporting.discuss_table(
+    results, {"psnr": "higher", "ssim": "higher", "de2000": "lower", "proxy": "lower"},
+    label=["model", "pairing"], baseline="colornet (conv1x1) / random",
+))
 
 # %% [markdown]
 # ## Training curves
@@ -141,7 +186,7 @@ results
 # (colour-statistics distance to held-out targets) one would early-stop on with real unpaired data.
 
 # %%
-hist = pd.DataFrame(trainers[("OT (FGW)", "conv1x1")].state.history)
+hist = pd.DataFrame(trainers[("colornet (conv1x1)", "OT (FGW)")].state.history)
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
 for ax, col, title in zip(axes, ("total", "val_psnr", "proxy"), ("training loss", "validation PSNR (dB)", "proxy (lower is better)")):
     if col in hist:
@@ -153,4 +198,4 @@ for ax, col, title in zip(axes, ("total", "val_psnr", "proxy"), ("training loss"
     ax.set_title(title, fontsize=9)
 axes[0].legend(fontsize=7)
 fig.tight_layout()
-reporting.save_figure(fig, run.results_dir, "training_curves")
+reporting.save_figure(fig, run.results_dir, "training_curves");

@@ -37,11 +37,14 @@ def test_efficientnet_lite0_weights_are_real():
     assert 281 <= top <= 285  # ImageNet cat classes (tabby .. Egyptian cat)
 
 
-def test_backbone_fallback_and_shapes(caplog):
+def test_backbone_fallback_and_shapes(caplog, monkeypatch):
+    monkeypatch.setattr(F, "_warned", set())  # the fallback is logged once per process
     with caplog.at_level("WARNING", logger="uotisp_lib.features"):
         mod, name = F.load_backbone("auto")
+        F.load_backbone("auto")
     assert name == "efficientnet_lite0"
     assert "DINOv2 weights not found" in caplog.text and "falling back" in caplog.text
+    assert caplog.text.count("DINOv2 weights not found") == 1
     with torch.no_grad():
         d = mod(torch.rand(2, 3, 48, 80))
     assert d.shape == (2, 1280) and torch.isfinite(d).all()

@@ -1,6 +1,6 @@
 """Image descriptors for pseudo-pair matching, and the Gram feature extractor of the style loss.
 
-Borelli's image descriptor (arXiv 2605.07495; REFERENCE.md "Matching") is
+Borelli's image descriptor (arXiv 2605.07495; docs/references.md "Matching") is
 ``[DINOv2 ViT-S/14 | VGG19 Gram | Y and UV soft histograms]``. Backbones:
 
 - ``dinov2``: timm ``vit_small_patch14_dinov2`` at 224 px; descriptor = CLS token concatenated
@@ -50,6 +50,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 VGG19_RELU_X_1 = (1, 6, 11, 20, 29)  # indices of relu1_1 .. relu5_1 in torchvision vgg19().features
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str, *args: object) -> None:
+    """Log a fallback warning once per process (every later load falls back the same way)."""
+    text = msg % args
+    if text not in _warned:
+        _warned.add(text)
+        log.warning(text)
 
 
 class WeightsError(ValueError):
@@ -238,7 +249,7 @@ def load_backbone(
         path = find_dinov2_weights(weights)
         if path is not None:
             return _freeze(DinoV2Descriptor(build_dinov2(path)), device), "dinov2"
-        log.warning(
+        _warn_once(
             "DINOv2 weights not found (weights=, $%s, or the Hugging Face cache for %s); "
             "falling back to the offline efficientnet_lite0 backend",
             DINOV2_ENV,
@@ -306,7 +317,7 @@ def load_gram_extractor(name: str = "auto", device: str | torch.device = "cpu") 
         path = find_vgg19_weights()
         if path is not None:
             return _freeze(VGG19Features(build_vgg19_features(path)), device), "vgg19"
-        log.warning(
+        _warn_once(
             "VGG19 weights not found ($%s or %s); Gram features use efficientnet_lite0 stages",
             VGG19_ENV,
             Path(torch.hub.get_dir()) / "checkpoints" / VGG19_HUB_FILE,

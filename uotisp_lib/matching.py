@@ -1,6 +1,6 @@
 """Semantic pseudo-pairs: image- and patch-level optimal transport between RAW and sRGB sets.
 
-After Borelli's "Semantic Pseudo-Pairing" (arXiv 2605.07495; REFERENCE.md "Matching"):
+After Borelli's "Semantic Pseudo-Pairing" (arXiv 2605.07495; docs/references.md "Matching"):
 
 1. image level: descriptors of the stitched source images (preprocessed RAW) and target images
    (sRGB JPEG) are matched by entropic fused Gromov-Wasserstein (:func:`match_images`, ``fgw``);

@@ -4,7 +4,7 @@ Protocol
 --------
 The NTIRE 2026 unpaired ISP challenge (UP-ISP) ranks entries by PSNR, then SSIM, then CIEDE2000
 (lower is better); its organisers' public code uses torchmetrics PSNR/SSIM and a per-pixel
-dE2000 averaged per image, then over images (see REFERENCE.md; "likely, not confirmed").
+dE2000 averaged per image, then over images (see docs/references.md; "likely, not confirmed").
 This module reproduces that protocol with these explicit choices:
 
 * Inputs: sRGB tensors ``B x 3 x H x W`` (PSNR and SSIM accept any channel count), floating point,

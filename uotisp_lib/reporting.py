@@ -26,6 +26,16 @@ from uotisp_lib.io import atomic_write_bytes, atomic_write_text
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
+#: what the numbers of a profile can and cannot tell; heads its README and ``uotisp reproduce``
+PROFILE_NOTES = {
+    "smoke": (
+        "Smoke numbers check the plumbing, not the method: every notebook runs end to end on tiny "
+        "data for a few steps, so the tables only show that the code runs and writes its results. "
+        "For numbers that say something about the methods see `results/cpu` "
+        "(`make reproduce PROFILE=cpu`)."
+    ),
+}
+
 
 def _check_name(name: str) -> str:
     if not _NAME.match(name) or name.startswith("."):
@@ -47,10 +57,13 @@ def write_table(
     metadata: Mapping[str, Any] | None = None,
     floatfmt: str = ".4g",
     markdown: bool = True,
+    note: str | None = None,
 ) -> dict[str, Path]:
     """Write ``df`` as ``<results_dir>/tables/<name>.csv`` and ``.md`` (plus ``.json`` metadata).
 
     ``markdown=False`` skips the ``.md`` (long per-item tables, kept out of the results index).
+    ``note`` (Markdown, e.g. :func:`backends_note`) is written under the table in the ``.md``, so
+    the results index and ``uotisp reproduce`` show it with the numbers.
     Returns the written paths by suffix. Each file is replaced atomically.
     """
     tables = Path(results_dir) / "tables"
@@ -60,7 +73,8 @@ def write_table(
     keep_index = any(n is not None for n in df.index.names)
     paths = {"csv": atomic_write_text(tables / f"{name}.csv", df.to_csv(index=keep_index))}
     if markdown:
-        paths["md"] = atomic_write_text(tables / f"{name}.md", table_markdown(df, floatfmt))
+        text = table_markdown(df, floatfmt) + (f"\n{note.strip()}\n" if note else "")
+        paths["md"] = atomic_write_text(tables / f"{name}.md", text)
     if metadata is not None:
         paths["json"] = atomic_write_text(tables / f"{name}.json", dumps(metadata))
     return paths
@@ -91,6 +105,8 @@ def write_index(results_dir: str | Path) -> Path:
         "Each table has a `.csv` (data), a `.md` (below) and a `.json` (config, seed, versions).",
         "",
     ]
+    if prof.name in PROFILE_NOTES:
+        lines[1:1] = ["", f"**{PROFILE_NOTES[prof.name]}** See [results/cpu](../cpu/README.md)."]
     for t in sorted((prof / "tables").glob("*.md")):
         lines += [f"## {t.stem}", "", f"[{t.name}](tables/{t.name})", "", t.read_text().rstrip(), ""]
     figures = sorted((prof / "figures").glob("*.png"))
@@ -98,6 +114,122 @@ def write_index(results_dir: str | Path) -> Path:
         lines += ["## Figures", ""]
         lines += [f"- [{f.stem}](figures/{f.name})" for f in figures]
     return atomic_write_text(prof / "README.md", "\n".join(lines).rstrip() + "\n")
+
+
+#: what each backend name means, per role: (role in the sentence, {backend: explanation})
+_BACKEND_ROLES = {
+    "backbone": ("descriptor backbone", {
+        "dinov2": "DINOv2 ViT-S/14, as in the paper",
+        "efficientnet_lite0": "offline fallback: no local DINOv2 ViT-S/14 weights",
+    }),
+    "gram": ("descriptor Gram features", {
+        "vgg19": "VGG19 relu1_1..relu5_1, as in the paper",
+        "efficientnet_lite0": "fallback: no local VGG19 weights",
+    }),
+    "hist_y": ("Y histogram", {"soft_hist_y64": "64 bins, as in the paper"}),
+    "hist_uv": ("UV histogram", {"soft_hist_uv32": "32 x 32 bins, as in the paper"}),
+    "gram_loss": ("Gram loss features", {
+        "vgg19": "VGG19 relu1_1..relu5_1, as in the paper",
+        "efficientnet_lite0": "fallback: no local VGG19 weights",
+        "none": "Gram loss off",
+    }),
+}
+
+
+def backends_note(backends: Mapping[str, str]) -> str:
+    """One Markdown sentence naming the feature backends that ran, e.g. ``{"backbone":
+    "efficientnet_lite0", "gram": "vgg19"}`` (the ``backends`` of
+    :class:`~uotisp_lib.features.ImageDescriptor`, plus ``gram_loss`` for the Gram loss). Roles
+    are named in a fixed order (backbone, gram, gram_loss, then the others as given)."""
+    if not backends:
+        raise ValueError("backends_note: no backends given")
+    parts = []
+    for key in [*(k for k in _BACKEND_ROLES if k in backends), *(k for k in backends if k not in _BACKEND_ROLES)]:
+        role, meaning = _BACKEND_ROLES.get(key, (key, {}))
+        name = backends[key]
+        parts.append(f"{role} **{name}**" + (f" ({meaning[name]})" if name in meaning else ""))
+    return "Backends that ran: " + "; ".join(parts) + "."
+
+
+def _row_names(df: pd.DataFrame, label: str | list[str] | None) -> pd.Series:
+    if label is None:
+        return pd.Series([str(i) for i in df.index], index=df.index)
+    cols = [label] if isinstance(label, str) else list(label)
+    return df[cols].astype(str).agg(" / ".join, axis=1)
+
+
+def _some(names: pd.Series, most: int = 3) -> str:
+    shown = ", ".join(f"`{x}`" for x in names.iloc[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def discuss_table(
+    df: pd.DataFrame,
+    metrics: Mapping[str, str],
+    *,
+    label: str | list[str] | None = None,
+    baseline: str | None = None,
+    fmt: str = ".3g",
+) -> str:
+    """What a results table says, as Markdown generated from its numbers (one bullet per metric).
+
+    ``metrics`` maps a column to ``"higher"`` or ``"lower"`` (which direction is better). Rows are
+    named by the index, or by the ``label`` column(s) joined with `` / ``. Each bullet gives the
+    best and worst rows (ties: the first three, then a count) and the spread; with ``baseline`` (a row name) it also gives the best row's
+    difference to the baseline and how many other rows beat it. NaNs are ignored.
+    """
+    names = _row_names(df, label)
+    if baseline is not None and (names == baseline).sum() != 1:
+        raise ValueError(f"discuss_table: baseline {baseline!r} must name exactly one row of {list(names)}")
+    lines = []
+    for col, better in metrics.items():
+        if better not in ("higher", "lower"):
+            raise ValueError(f"discuss_table: {col!r} must be 'higher' or 'lower', got {better!r}")
+        if col not in df:
+            raise KeyError(f"discuss_table: no column {col!r} in {list(df.columns)}")
+        v = pd.to_numeric(df[col], errors="coerce")
+        head = f"- **{col}** ({better} is better): "
+        ok = v.notna()
+        if not ok.any():
+            lines.append(head + "no values.")
+            continue
+        v, n = v[ok], names[ok]
+        best_v, worst_v = (v.max(), v.min()) if better == "higher" else (v.min(), v.max())
+        if best_v == worst_v:
+            lines.append(head + f"every row has {best_v:{fmt}}.")
+            continue
+        best, worst = _some(n[v == best_v]), _some(n[v == worst_v])
+        text = f"best {best} ({best_v:{fmt}}), worst {worst} ({worst_v:{fmt}}), spread {abs(best_v - worst_v):{fmt}}."
+        if baseline is not None and (n == baseline).any():
+            base_v = v[n == baseline].iloc[0]
+            others = v[n != baseline]
+            beat = int((others > base_v).sum() if better == "higher" else (others < base_v).sum())
+            text += (f" Against `{baseline}` ({base_v:{fmt}}): the best is {best_v - base_v:+{fmt}},"
+                     f" and {beat} of {len(others)} other rows beat it.")
+        lines.append(head + text)
+    return "\n".join(lines) + "\n"
+
+
+def discuss_data_summary(summary: pd.DataFrame, white_level: int = 1023) -> str:
+    """What a dataset summary (:meth:`~uotisp_lib.data.layouts.UpIspLayout.summary` rows) says, as
+    Markdown: one bullet per split with its images and patches per kind, then the RAW range."""
+    lines = []
+    for _, r in summary.iterrows():
+        parts = [
+            f"{int(r[f'{k}_images'])} {name} images ({int(r[f'{k}_patches'])} patches)"
+            for k, name in (("raw", "RAW"), ("jpeg", "target JPEG"), ("gt", "ground-truth"))
+            if r.get(f"{k}_patches", 0) > 0
+        ]
+        lines.append(f"- **{r['split']}**: " + (", ".join(parts) if parts else "empty") + ".")
+    if {"raw_min", "raw_max"} <= set(summary.columns):
+        lo, hi = int(summary["raw_min"].min()), int(summary["raw_max"].max())
+        inside = 0 <= lo and hi <= white_level
+        lines.append(
+            f"- RAW codes span {lo}..{hi}: "
+            + (f"inside the {white_level.bit_length()}-bit range 0..{white_level}." if inside
+               else f"OUTSIDE the expected range 0..{white_level}; check the black and white levels.")
+        )
+    return "\n".join(lines) + "\n"
 
 
 def to_display(img: Any) -> Any:

@@ -2,7 +2,7 @@
 
 All functions take float tensors ``[B,3,H,W]`` (RGB in [0,1]) or feature maps ``[B,C,H,W]`` on any
 device and are differentiable. Definitions follow Borelli's "Semantic Pseudo-Pairing" (arXiv
-2605.07495, REFERENCE.md "Matching" and "Losses"): BT.601 YUV with U and V shifted by +0.5, a
+2605.07495, docs/references.md "Matching" and "Losses"): BT.601 YUV with U and V shifted by +0.5, a
 64-bin Y soft histogram (Gaussian sigma 0.02), a 32x32 joint UV soft histogram (sigma 0.03),
 channel mean/std moments and Gram matrices ``G = F F^T / (C H W)``.
 """

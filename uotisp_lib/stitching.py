@@ -1,7 +1,7 @@
 """Grid inference by seam consistency; stitch and unstitch patch grids.
 
 UP-ISP patches are named ``<imageid>_<idx>`` with ``idx`` the 0-based row-major position in the
-parent image; the grid ``rows x cols`` is not stored (REFERENCE.md, "NTIRE 2026 UP-ISP data").
+parent image; the grid ``rows x cols`` is not stored (docs/references.md, "NTIRE 2026 UP-ISP data").
 The order is therefore known and only the grid shape, a factor pair of ``N``, has to be chosen.
 
 Two rankings of the factor pairs are provided (``method=``):
@@ -477,15 +477,19 @@ def evaluate_grid_choice(
     methods: Sequence[str] = METHODS,
     border: int = DEFAULT_BORDER,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    progress: bool = False,
 ) -> list[dict]:
     """Grid choice on images whose grid is known: one row per (case, kind, method).
 
     ``cases`` have ``image_id``, ``rows``, ``cols`` and patch stacks ``raw`` ``[N,4,h,w]`` / ``rgb``
     ``[N,3,H,W]`` (e.g. :func:`uotisp_lib.data.synth.grid_cases`). Row keys: image_id, layout,
-    n_patches, kind, method, chosen, correct, confidence, low_confidence.
+    n_patches, kind, method, chosen, correct, confidence, low_confidence. ``progress`` shows a
+    ``tqdm.auto`` bar over the cases.
     """
+    from tqdm.auto import tqdm
+
     rows = []
-    for case in cases:
+    for case in tqdm(cases, desc="images", disable=not progress):
         for kind in kinds:
             patches = getattr(case, kind)
             for method in methods:

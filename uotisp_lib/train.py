@@ -377,7 +377,7 @@ def lr_factor(schedule: str, step: int, total: int, floor: float = 0.05) -> floa
 class UOTTrainConfig:
     """Hyper-parameters of :class:`UOTTrainer`.
 
-    Defaults follow the UOTM recipe as the EGUOT author's prototype used it (REFERENCE.md): Adam
+    Defaults follow the UOTM recipe as the EGUOT author's prototype used it (docs/references.md): Adam
     betas (0.5, 0.9), lr 2e-4 (map) / 1e-4 (potential), R1 gamma 5, EMA 0.999; the cost weight,
     conjugates and map steps come from ``uot`` (:class:`uotisp_lib.uot.UOTConfig`). Ours: the
     expert committee's weight and width, the potential network, the paired-mode weights.

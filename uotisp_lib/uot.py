@@ -1,7 +1,7 @@
 """Semi-dual (unbalanced) optimal transport for ISP learning: conjugates, transport costs, objective.
 
 The recipe is UOTM (Choi, Choi and Kang, "Generative Modeling through the Semi-dual Formulation of
-Unbalanced Optimal Transport", NeurIPS 2023), as restated in REFERENCE.md. With a map ``T`` (the
+Unbalanced Optimal Transport", NeurIPS 2023), as restated in docs/references.md. With a map ``T`` (the
 ISP: packed RAW ``x`` -> sRGB) and a potential ``v`` on the *target* (sRGB) space:
 
 - potential step, **minimised** over ``v``::
@@ -97,7 +97,7 @@ def psi_softplus(t: Tensor) -> Tensor:
 def psi_softplus_norm(t: Tensor) -> Tensor:
     """``Psi*(t) = 2 softplus(t) - 2 log 2``: softplus normalised so ``Psi*(0) = 0`` and
     ``Psi*'(0) = 1`` (so it agrees with the linear conjugate to first order at 0). The EGUOT
-    author's prototype used it on both sides (REFERENCE.md, UOTM)."""
+    author's prototype used it on both sides (docs/references.md, UOTM)."""
     return 2.0 * F.softplus(t) - 2.0 * math.log(2.0)
 
 

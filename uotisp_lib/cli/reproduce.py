@@ -65,7 +65,7 @@ class NotebookError(ValueError):
 
 def run(args: argparse.Namespace) -> int:
     from uotisp_lib.data import ensure_dataset
-    from uotisp_lib.reporting import write_index
+    from uotisp_lib.reporting import PROFILE_NOTES, write_index
 
     from uotisp_lib.cli.common import at_least, device
     from uotisp_lib.io import check_output_path
@@ -88,5 +88,7 @@ def run(args: argparse.Namespace) -> int:
     index = write_index(run_cfg.results_dir)
     for md in sorted(run_cfg.tables_dir.glob("*.md")):
         print(f"\n## {md.stem}\n\n{md.read_text()}")
+    if args.profile in PROFILE_NOTES:
+        print(f"\nNOTE ({args.profile} profile): {PROFILE_NOTES[args.profile]}")
     print(f"results: {run_cfg.results_dir}  (index: {index})", file=sys.stderr)
     return 0

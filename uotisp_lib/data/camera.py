@@ -4,7 +4,7 @@ The forward model follows Brooks et al. 2019, "Unprocessing Images for Learned R
 (CVPR), Section 3: undo the tone curve and the sRGB gamma, undo the colour correction (linear sRGB
 -> camera RGB), undo the white balance (divide by per-image illuminant gains), sample the RGGB
 mosaic, add heteroscedastic shot + read noise, quantise. Our default camera is "Pixel-6-like":
-packed ``[R, Gr, Gb, B]``, 10 bits, black level 0, white level 1023 (UP-ISP, REFERENCE.md).
+packed ``[R, Gr, Gb, B]``, 10 bits, black level 0, white level 1023 (UP-ISP, docs/references.md).
 
 Constants of the default :class:`CameraModel` (all documented choices, not measured on a Pixel 6):
 

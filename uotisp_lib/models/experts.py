@@ -13,7 +13,7 @@ below is OUR documented reconstruction:
   ``log1p |FFT2(gray)|`` (shift-invariant);
 - :class:`ExpertCommittee` sums per-expert hinge losses for the discriminators and, for the
   generator, can rescale each expert's term by the inverse norm of its own gradient (the NTIRE
-  organisers' baseline idea, REFERENCE.md), so none dominates. Given the generator's main loss as
+  organisers' baseline idea, docs/references.md), so none dominates. Given the generator's main loss as
   ``reference`` (the transport objective, plus the paired loss), each expert's gradient is set to
   ``weight`` times the norm of the reference's gradient (the adaptive weight of Esser et al.,
   "Taming Transformers", 2021, per expert), which keeps the committee on the scale of the rest of

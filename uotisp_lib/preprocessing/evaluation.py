@@ -58,17 +58,23 @@ def synthetic_scenes(
 
 
 def compare_backends(
-    scenes: SceneBatch, configs: Mapping[str, PreprocessConfig], repeats: int = 1, border: int = 4
+    scenes: SceneBatch,
+    configs: Mapping[str, PreprocessConfig],
+    repeats: int = 1,
+    border: int = 4,
+    progress: bool = False,
 ) -> list[dict[str, object]]:
     """One row per named config: PSNR / SSIM / dE2000 of its output against the clean reference
     (both through the config's gamma, ``border`` px cropped) and throughput in output MP/s.
 
     Each config runs with the scenes' true illuminant gains as white balance (oracle), so only
     demosaicing, denoising and gamma differ. Timing is the median of ``repeats`` full passes
-    after one warm-up pass.
+    after one warm-up pass. ``progress`` shows a ``tqdm.auto`` bar over the configs.
     """
+    from tqdm.auto import tqdm
+
     rows = []
-    for name, cfg in configs.items():
+    for name, cfg in tqdm(configs.items(), total=len(configs), desc="backends", disable=not progress):
         preps = [Preprocessor(dataclasses.replace(cfg, wb=tuple(g.tolist()))) for g in scenes.gains]
 
         def run() -> Tensor:

@@ -1,6 +1,6 @@
 """The preprocessing pipeline: packed RAW in raw units -> pseudo-RGB ``[B,3,2h,2w]`` in [0,1].
 
-Borelli's chain (REFERENCE.md "Preprocessing"): normalise ``(x - black) / (white - black)`` and clip
+Borelli's chain (docs/references.md "Preprocessing"): normalise ``(x - black) / (white - black)`` and clip
 -> white balance (gains 1, 1, 1) -> RGGB mosaic -> DemosaicNet -> FFDNet at sigma 0.01 -> ``x ** (1/2.2)``.
 Our default keeps that chain but swaps in Malvar demosaicing and no denoising, so that it runs
 offline and fast on a CPU without GPL weights; :meth:`PreprocessConfig.borelli` gives the original.

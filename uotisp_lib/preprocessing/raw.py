@@ -2,7 +2,7 @@
 
 Packed RAW is ``[B, 4, h, w]``; the canonical channel order is ``[R, Gr, Gb, B]`` (Gr: the green on
 the red rows). Its Bayer mosaic is ``[B, 1, 2h, 2w]`` with R at (even, even), Gr at (even, odd),
-Gb at (odd, even) and B at (odd, odd), i.e. an RGGB sensor (Borelli; REFERENCE.md "Preprocessing").
+Gb at (odd, even) and B at (odd, odd), i.e. an RGGB sensor (Borelli; docs/references.md "Preprocessing").
 """
 
 from __future__ import annotations
