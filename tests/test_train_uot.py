@@ -165,3 +165,37 @@ def test_potential_steps_and_cosine_schedule_resume_exactly(tmp_path):
     for name in ("map", "potential", "experts"):
         for p, q in zip(a.state.models[name].state_dict().values(), b.state.models[name].state_dict().values()):
             torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_colour_ot_expert_pulls_the_output_colours_to_the_targets_and_resumes_exactly(tmp_path):
+    from uotisp_lib.uot import colour_sliced_wasserstein
+
+    raw, gt, tgt = _data()
+    base = dataclasses.replace(CFG, experts=(), epochs=6, lr_map=3e-3, ema_decay=0.5)
+
+    def colour_gap(trainer) -> float:
+        out = trainer.predict(trainer.sources)
+        return float(colour_sliced_wasserstein(out, tgt.images, n_projections=256, generator=torch.Generator().manual_seed(0)))
+
+    plain = UOTTrainer(base, raw, tgt, tmp_path / "plain")
+    start = colour_gap(plain)
+    plain.fit()
+    cfg = dataclasses.replace(base, colour_ot=3.0, colour_ot_draw=2)
+    a = UOTTrainer(cfg, raw, tgt, tmp_path / "a")
+    hist = a.fit()
+    assert "colour_ot" in hist[-1]
+    assert colour_gap(a) < 0.5 * start, (colour_gap(a), start)
+    assert colour_gap(a) < colour_gap(plain), (colour_gap(a), colour_gap(plain))
+    b = UOTTrainer(cfg, raw, tgt, tmp_path / "b")
+    b.fit(stop_after_epochs=3)
+    b = UOTTrainer(cfg, raw, tgt, tmp_path / "b")
+    b.fit()
+    for p, q in zip(a.state.models["map"].state_dict().values(), b.state.models["map"].state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_colour_ot_config_errors():
+    with pytest.raises(ValueError, match="colour_ot must be >= 0 and colour_ot_draw >= 1"):
+        UOTTrainConfig(colour_ot=-1.0)
+    with pytest.raises(ValueError, match="colour_ot must be >= 0 and colour_ot_draw >= 1"):
+        UOTTrainConfig(colour_ot_draw=0)

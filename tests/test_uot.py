@@ -487,3 +487,59 @@ def test_potential_steps_validation():
     for bad in (0, 1.5, -1):
         with pytest.raises(ValueError, match="potential_steps must be an integer >= 1"):
             uot.UOTConfig(potential_steps=bad)
+
+
+# ------------------------------------------------------------------- colour sliced Wasserstein
+def _directions(n: int, seed: int) -> torch.Tensor:
+    theta = torch.randn(3, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return theta / theta.norm(dim=0, keepdim=True)
+
+
+def test_colour_sliced_wasserstein_known_value_of_a_colour_shift():
+    # a constant colour shift d moves every projection by theta^T d, so SW_2 = sqrt(mean (theta^T d)^2),
+    # and over many directions mean (theta^T d)^2 -> |d|^2 / 3
+    a = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    d = torch.tensor([0.1, -0.05, 0.2], dtype=torch.float64)
+    got = uot.colour_sliced_wasserstein(a, a + d.view(1, 3, 1, 1), n_projections=16, generator=torch.Generator().manual_seed(7))
+    want = ((_directions(16, 7).T @ d) ** 2).mean().sqrt()
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    many = uot.colour_sliced_wasserstein(a, a + d.view(1, 3, 1, 1), n_projections=20000, generator=torch.Generator().manual_seed(0))
+    assert abs(float(many) - float(d.norm()) / math.sqrt(3)) < 2e-3
+
+
+def test_colour_sliced_wasserstein_is_a_distribution_distance():
+    g = torch.Generator().manual_seed(2)
+    a = torch.rand(4, 3, 8, 8, generator=g)
+    b = torch.rand(6, 3, 4, 12, generator=g) * 0.5  # another size and batch: only the colour cloud counts
+    # zero on the same cloud, blind to where the pixels are (batch order, spatial permutation of blocks)
+    assert float(uot.colour_sliced_wasserstein(a, a)) == 0.0
+    perm = a[[2, 0, 3, 1]].flip(-1)
+    torch.testing.assert_close(uot.colour_sliced_wasserstein(a, b, generator=torch.Generator().manual_seed(3)),
+                               uot.colour_sliced_wasserstein(perm, b, generator=torch.Generator().manual_seed(3)))
+    assert float(uot.colour_sliced_wasserstein(a, b)) > 0.1
+    # a gradient step on the first cloud brings it closer to the second (the gradient per point is
+    # about (target - a) / (3 * 4 * sw * n_points): 3 for the directions, 4 pixels a block, 64 blocks)
+    x = a.clone().requires_grad_(True)
+    sw = uot.colour_sliced_wasserstein(x, b, n_projections=64, generator=torch.Generator().manual_seed(4))
+    sw.backward()
+    step = 0.5 * 3 * 4 * 64 * float(sw.detach())
+    after = uot.colour_sliced_wasserstein((x - step * x.grad).detach(), b, n_projections=64, generator=torch.Generator().manual_seed(4))
+    assert float(after) < 0.7 * float(sw.detach())
+
+
+def test_colour_sliced_wasserstein_gradcheck():
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64).requires_grad_(True)
+    b = torch.rand(3, 3, 4, 4, generator=g, dtype=torch.float64)
+    fn = lambda t: uot.colour_sliced_wasserstein(t, b, n_projections=5, generator=torch.Generator().manual_seed(1))  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (a,))
+
+
+def test_colour_sliced_wasserstein_exceptions():
+    a = torch.rand(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"expected target of shape \[B,3,H,W\], got \(2, 4, 4, 4\)"):
+        uot.colour_sliced_wasserstein(a, torch.rand(2, 4, 4, 4))
+    with pytest.raises(ValueError, match=r"expected fake of shape \[B,3,H,W\], got \(3, 4, 4\)"):
+        uot.colour_sliced_wasserstein(a[0], a)
+    with pytest.raises(ValueError, match="n_projections >= 1 and pool >= 1"):
+        uot.colour_sliced_wasserstein(a, a, pool=0)

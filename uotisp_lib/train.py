@@ -421,6 +421,11 @@ class UOTTrainConfig:
     # adversarial pair at a fixed step budget (ours, issue 10)
     lr_schedule: str = "constant"
     lr_floor: float = 0.05
+    # weight of the colour sliced-Wasserstein expert (uot.colour_sliced_wasserstein) between the map's
+    # batch and ``colour_ot_draw`` x batch freshly drawn targets, added to the map loss; 0 turns it off
+    # (ours, issue 10: the learned potential's colour signal was weak at a few hundred steps)
+    colour_ot: float = 0.0
+    colour_ot_draw: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -435,6 +440,10 @@ class UOTTrainConfig:
         if self.expert_reference not in ("potential", "objective"):
             raise ValueError(
                 f"UOTTrainConfig: expert_reference must be 'potential' or 'objective', got {self.expert_reference!r}"
+            )
+        if not (self.colour_ot >= 0 and self.colour_ot_draw >= 1):
+            raise ValueError(
+                f"UOTTrainConfig: colour_ot must be >= 0 and colour_ot_draw >= 1, got {self.colour_ot!r}, {self.colour_ot_draw!r}"
             )
         if self.paired_targets not in ("gt", "unpaired"):
             raise ValueError(f"UOTTrainConfig: paired_targets must be 'gt' or 'unpaired', got {self.paired_targets!r}")
@@ -593,12 +602,17 @@ class UOTTrainer(EpochTrainer):
             self._tick("experts")
         # map steps
         mask = torch.tensor([s in self.paired_stems for s in stems], device=dev)
+        y_col = self._draw_targets(cfg.colour_ot_draw * len(stems)) if cfg.colour_ot > 0 else None
         for _ in range(cfg.uot.map_steps_per_potential):
             fake = self.model(inp)
             cost = self.cost(x, fake, reference=ref)
             v_fake = self.potential(fake)
             loss_t, lt = uot.map_loss(v_fake, cost, cfg.uot)
             total, sup = loss_t, None
+            if y_col is not None:
+                col = uot.colour_sliced_wasserstein(fake, y_col, generator=self.state.generators["pairs"])
+                total = total + cfg.colour_ot * col
+                logs["colour_ot"] = float(col.detach())
             if bool(mask.any()):
                 gt = gt_all[mask.cpu()].to(dev)
                 sup = uot.paired_loss(fake[mask], gt, cfg.paired_l1, cfg.paired_ssim)
