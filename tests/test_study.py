@@ -190,7 +190,7 @@ def test_arm_configs_differ_in_exactly_their_factor(tiny_data):
 def test_run_study_rows_resume_and_refuse_another_config(tiny_data, tmp_path):
     arms = ("reference", "unpaired UOT")
     rows, per_image = st.run_study(tiny_data, TINY_STUDY, tmp_path, variants=arms, log=None)
-    assert list(rows.columns[:7]) == ["arch", "variant", "seed", "psnr", "ssim", "de2000", "n_test_images"]
+    assert list(rows.columns[:8]) == ["arch", "variant", "seed", "psnr", "ssim", "de2000", "colour_w", "n_test_images"]
     assert len(rows) == 4 and sorted(rows.seed.unique()) == [0, 1]
     assert (rows.n_test_images == 2).all() and len(per_image) == 8
     ref = rows[rows.variant == "reference"]
@@ -263,5 +263,19 @@ def test_best_validation_epoch_is_exported_and_scored(tiny_data, tmp_path):
     preds = render(load_isp(tmp_path / "r" / "best"), tiny_data.raw_val.images)
     got = metrics.summarise(metrics.evaluate(preds, tiny_data.gt_val.select(tiny_data.raw_val.stems)))["psnr"]
     assert got == pytest.approx(max(hist), abs=1e-3)
-    scores, epoch = st._score_trainer(trainer, tiny_data)
-    assert epoch == best and len(scores) == 2
+    rec = st.run_configured("uot", cfg, tiny_data, data=tiny_data, study=TINY_STUDY, arch="tinyraw", variant="x", seed=0,
+                            path=tmp_path / "rec.json", run_dir=tmp_path / "r")
+    assert rec["epoch"] == best and rec["n_test_images"] == 2
+    # the test scores are those of the best export, and colour_w its colour distance to the ground truth
+    test_preds = render(load_isp(tmp_path / "r" / "best"), tiny_data.raw_test.images)
+    gt = tiny_data.gt_test.select(tiny_data.raw_test.stems)
+    assert rec["colour_w"] == pytest.approx(st.colour_distance(test_preds, gt), rel=1e-6)
+    want = st.per_image_scores(test_preds, gt, tiny_data.raw_test.stems)
+    assert rec["psnr"] == pytest.approx(float(want.psnr.mean()), abs=1e-4)
+
+
+def test_colour_distance_is_zero_on_the_truth_and_grows_with_a_colour_cast(tiny_data):
+    gt = tiny_data.gt_test.images
+    assert st.colour_distance(gt, gt) == 0.0
+    cast = [st.colour_distance((gt * torch.tensor(g).view(1, 3, 1, 1)).clamp(0, 1), gt) for g in ([1.0, 1.0, 0.9], [1.0, 1.0, 0.7])]
+    assert 0 < cast[0] < cast[1]

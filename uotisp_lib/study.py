@@ -49,7 +49,7 @@ VARIANTS: tuple[str, ...] = (
 
 METRICS = ("psnr", "ssim", "de2000")
 #: Columns of the study's rows (``uot_study.csv``), in order.
-ROW_COLUMNS = ("arch", "variant", "seed", *METRICS, "n_test_images", "params", "val_psnr", "epoch", "seconds")
+ROW_COLUMNS = ("arch", "variant", "seed", *METRICS, "colour_w", "n_test_images", "params", "val_psnr", "epoch", "seconds")
 
 
 def image_id(stem: str) -> str:
@@ -132,45 +132,44 @@ def _result_path(out_dir: Path, arch: str, name: str, seed: int) -> Path:
     return out_dir / "results" / arch / f"{slug(name)}-seed{seed}.json"
 
 
-def _score_trainer(trainer, data) -> tuple[pd.DataFrame, int]:
-    """Test scores of the map selected on validation (the trainer's ``best`` export, the epoch of
-    the highest validation PSNR; the last epoch's map without validation data) and that epoch."""
-    from uotisp_lib.inference import load_isp, render
+def colour_distance(preds: torch.Tensor, gt: torch.Tensor, seed: int = 0) -> float:
+    """Sliced 2-Wasserstein distance between the colour distribution of a split's outputs and that of
+    its ground truth (all patches pooled, 2 x 2 block means, 128 directions; ``uot.colour_sliced_wasserstein``):
+    how far the *mapped distribution* is from the target distribution, whatever the pairing (the
+    distribution-level bias measure of the OT-SR view, Gazdieva et al., arXiv 2202.01116)."""
+    from uotisp_lib.uot import colour_sliced_wasserstein
 
-    best = trainer.run_dir / "best"
-    bundle = load_isp(best if (best / "isp.json").is_file() else trainer.run_dir / "export")
-    preds = render(bundle, data.raw_test.images)
-    epoch = int(trainer.state.extra.get("best_epoch", trainer.state.extra["epoch"]))
-    return per_image_scores(preds, data.gt_test.select(data.raw_test.stems), data.raw_test.stems), epoch
+    with torch.no_grad():
+        d = colour_sliced_wasserstein(preds.double(), gt.double(), n_projections=128, generator=torch.Generator().manual_seed(seed))
+    return float(d)
 
 
-def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str | Path, device: str = "cpu",
-            cost: str | None = None) -> dict:
-    """Train (or load the finished result of) one arm and seed; return its result record:
-    ``arch, variant, seed, psnr, ssim, de2000, n_test_images, params, val_psnr, epoch, seconds``
-    and ``per_image`` (a list of per-image dicts). Trained arms are scored with the map of the epoch
-    of highest validation PSNR (``epoch``; model selection on validation, never on test).
-    Written to ``out_dir/results/<arch>/<arm>-seed<s>.json``."""
+def run_configured(kind: str, cfg, arm_data, *, data, study: UOTStudy, arch: str, variant: str, seed: int,
+                   path: Path, run_dir: Path, device: str = "cpu", extra: dict | None = None) -> dict:
+    """Train (or read back) one configured run and score it on the test split (the shared core of
+    :func:`run_arm` and the ablations of notebook 06): ``kind`` and ``cfg`` as from
+    :func:`arm_config`, trained on ``arm_data``, scored on ``data``'s test split. The record (see
+    :func:`run_arm`; plus ``colour_w``, :func:`colour_distance` on the test split, and ``extra``) is
+    written atomically to ``path``; a stored record of the same setup is returned as it is, one of
+    another setup is refused."""
     from uotisp_lib.experiments import run_pseudo_pair, run_uot
+    from uotisp_lib.inference import load_isp, render
     from uotisp_lib.models import build_isp, count_parameters
 
     if data.raw_test is None or data.gt_test is None:
         raise ValueError(f"{data.root}: the study needs test/raws and test/gt")
-    out_dir = Path(out_dir)
-    kind, cfg, arm_data = arm_config(name, study, arch, seed, data, cost)
-    wanted = json.loads(json.dumps(to_jsonable({"kind": kind, "config": cfg, "n_targets": len(arm_data.targets)})))
-    path = _result_path(out_dir, arch, name, seed)
+    wanted = json.loads(json.dumps(to_jsonable({"kind": kind, "config": cfg, "n_targets": len(arm_data.targets),
+                                                **({"extra": extra} if extra else {})})))
     if path.is_file():
         rec = json.loads(path.read_text(encoding="utf-8"))
         if rec.get("setup") == wanted:
             return rec
         raise ValueError(f"{path}: a result of another configuration is stored here; delete it or use another results folder")
     t0 = time.perf_counter()
-    run_dir = out_dir / "runs" / arch / f"{slug(name)}-seed{seed}"
+    gt_test = data.gt_test.select(data.raw_test.stems)
     val_psnr, selected_epoch = float("nan"), 0
     if kind == "reference":
-        ref = naive_isp(data.raw_test.images, wb=study.reference_wb)
-        scores = per_image_scores(ref, data.gt_test.select(data.raw_test.stems), data.raw_test.stems)
+        preds = naive_isp(data.raw_test.images, wb=study.reference_wb)
         params = count_parameters(build_isp(arch, **dict(study.kwargs_for(arch))))  # the arch's untrained size
         if data.raw_val is not None and data.gt_val is not None:
             v = per_image_scores(naive_isp(data.raw_val.images, wb=study.reference_wb),
@@ -178,14 +177,18 @@ def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str
             val_psnr = float(v["psnr"].mean())
     else:
         _, trainer = (run_pseudo_pair if kind == "paired_l1" else run_uot)(arm_data, cfg, run_dir, device=device)
-        scores, selected_epoch = _score_trainer(trainer, data)
+        best = trainer.run_dir / "best"
+        preds = render(load_isp(best if (best / "isp.json").is_file() else trainer.run_dir / "export"), data.raw_test.images)
+        selected_epoch = int(trainer.state.extra.get("best_epoch", trainer.state.extra["epoch"]))
         params = count_parameters(trainer.model)
         val_psnr = float(trainer.state.extra.get("best_val_psnr", trainer.state.history[-1].get("val_psnr", float("nan"))))
+    scores = per_image_scores(preds, gt_test, data.raw_test.stems)
     rec = {
         "arch": arch,
-        "variant": name,
+        "variant": variant,
         "seed": seed,
         **{k: float(scores[k].mean()) for k in METRICS},
+        "colour_w": colour_distance(preds, gt_test),
         "n_test_images": int(len(scores)),
         "params": int(params),
         "val_psnr": val_psnr,
@@ -193,9 +196,26 @@ def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str
         "seconds": time.perf_counter() - t0,
         "per_image": scores.to_dict(orient="records"),
         "setup": wanted,
+        **(extra or {}),
     }
     uio.atomic_write_text(path, json.dumps(rec, indent=1, sort_keys=True) + "\n")
     return rec
+
+
+def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str | Path, device: str = "cpu",
+            cost: str | None = None) -> dict:
+    """Train (or load the finished result of) one arm and seed; return its result record:
+    ``arch, variant, seed, psnr, ssim, de2000, colour_w, n_test_images, params, val_psnr, epoch, seconds``
+    and ``per_image`` (a list of per-image dicts). Trained arms are scored with the map of the epoch
+    of highest validation PSNR (``epoch``; model selection on validation, never on test).
+    Written to ``out_dir/results/<arch>/<arm>-seed<s>.json``."""
+    if data.raw_test is None or data.gt_test is None:
+        raise ValueError(f"{data.root}: the study needs test/raws and test/gt")
+    out_dir = Path(out_dir)
+    kind, cfg, arm_data = arm_config(name, study, arch, seed, data, cost)
+    return run_configured(kind, cfg, arm_data, data=data, study=study, arch=arch, variant=name, seed=seed,
+                          path=_result_path(out_dir, arch, name, seed),
+                          run_dir=out_dir / "runs" / arch / f"{slug(name)}-seed{seed}", device=device)
 
 
 def run_study(
@@ -226,7 +246,7 @@ def run_study(
                 if log is not None:
                     log(f"{arch:9s} {name:26s} seed {seed}: PSNR {rec['psnr']:.2f} dB  SSIM {rec['ssim']:.3f}  "
                         f"dE {rec['de2000']:.2f}  ({rec['seconds']:.0f} s)")
-                rows.append({k: rec[k] for k in ROW_COLUMNS})
+                rows.append({k: rec.get(k, float("nan")) for k in ROW_COLUMNS})
                 per_image += [{"arch": arch, "variant": name, "seed": seed, "image": r["image"], **{k: r[k] for k in METRICS}}
                               for r in rec["per_image"]]
     return pd.DataFrame(rows), pd.DataFrame(per_image)
