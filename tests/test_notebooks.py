@@ -38,6 +38,10 @@ EXPECTED: dict[str, dict] = {
         "tables": ["uot_cost_check", "uot_run_unpaired_tinyraw", "uot_study", "uot_study_summary", "uot_verdict"],
         "figures": ["uot_curves_unpaired", "uot_samples_unpaired", "uot_study"],
     },
+    "06_ablations": {
+        "tables": ["ablation_runs", "ablation_summary", "ablation_outliers"],
+        "figures": ["ablation_groups", "ablation_outliers"],
+    },
 }
 
 #: further runs of a notebook with other parameters: (notebook, parameters, tables, figures)
@@ -171,7 +175,7 @@ def _check_05(results: Path) -> None:
     from uotisp_lib.study import VARIANTS
 
     rows = pd.read_csv(results / "tables" / "uot_study.csv")
-    assert list(rows.columns[:7]) == ["arch", "variant", "seed", "psnr", "ssim", "de2000", "n_test_images"]
+    assert list(rows.columns[:8]) == ["arch", "variant", "seed", "psnr", "ssim", "de2000", "colour_w", "n_test_images"]
     assert list(dict.fromkeys(rows["variant"])) == list(VARIANTS)  # every arm, named exactly
     assert rows[["psnr", "ssim", "de2000"]].notna().all(axis=None) and (rows["params"] == 3060).all()
     summary = pd.read_csv(results / "tables" / "uot_study_summary.csv").set_index("variant")
@@ -182,5 +186,22 @@ def _check_05(results: Path) -> None:
     assert set(verdict["holds"]) <= {"yes", "no", "not shown"}
 
 
+def _check_06(results: Path) -> None:
+    from uotisp_lib import ablations
+    from uotisp_lib.config import get_profile
+
+    rows = pd.read_csv(results / "tables" / "ablation_runs.csv")
+    ablate = get_profile("smoke").ablate
+    assert list(rows.columns) == list(ablations.ROW_COLUMNS)
+    assert set(rows.group) == set(ablate.groups) and (rows.groupby(["group", "arm"]).seed.nunique() == ablate.seeds).all()
+    summary = pd.read_csv(results / "tables" / "ablation_summary.csv", keep_default_na=False)
+    assert (pd.to_numeric(summary[summary.vs == ""].d_psnr) == 0).all()
+    assert set(ablate.arms) <= set(summary.group + "/" + summary.arm)
+    curve = pd.read_csv(results / "tables" / "ablation_outliers.csv")
+    # smoke: 3 target images, 1 an outlier; 40% asked keeps it and round(1 x 0.6 / 0.4) = 1 typical image: 50%
+    assert curve.outlier_fraction.tolist() == [0.0, 0.5]
+
+
 NOTEBOOK_CHECKS = {"00_data": _check_00, "01_preprocessing": _check_01, "02_stitching": _check_02,
-                   "03_matching": _check_03, "04_train_pseudo_pairs": _check_04, "05_train_uot": _check_05}
+                   "03_matching": _check_03, "04_train_pseudo_pairs": _check_04, "05_train_uot": _check_05,
+                   "06_ablations": _check_06}

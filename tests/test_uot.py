@@ -543,3 +543,22 @@ def test_colour_sliced_wasserstein_exceptions():
         uot.colour_sliced_wasserstein(a[0], a)
     with pytest.raises(ValueError, match="n_projections >= 1 and pool >= 1"):
         uot.colour_sliced_wasserstein(a, a, pool=0)
+
+
+@pytest.mark.parametrize("n, m", [(7, 7), (5, 9), (12, 4)])
+def test_wasserstein_1d_sorted_agrees_with_pot(n, m):
+    import ot
+
+    g = torch.Generator().manual_seed(n * m)
+    u = torch.randn(3, n, generator=g, dtype=torch.float64).sort(-1).values
+    v = (torch.randn(3, m, generator=g, dtype=torch.float64) + 0.5).sort(-1).values
+    got = uot.wasserstein_1d_sorted(u, v)
+    want = ot.wasserstein_1d(u.T, v.T, p=2)  # POT: per column, W_p^p
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # and the sliced distance equals POT's with the same directions
+    a = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    b = torch.rand(1, 3, 6, 2, generator=g, dtype=torch.float64)
+    ours = uot.colour_sliced_wasserstein(a, b, n_projections=9, generator=torch.Generator().manual_seed(2))
+    pts = lambda t: torch.nn.functional.avg_pool2d(t, 2).permute(0, 2, 3, 1).reshape(-1, 3)  # noqa: E731
+    pot = ot.sliced_wasserstein_distance(pts(a), pts(b), projections=_directions(9, 2), p=2)
+    torch.testing.assert_close(ours, pot, rtol=1e-10, atol=1e-12)

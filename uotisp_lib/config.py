@@ -146,6 +146,24 @@ class UOTStudy:
         return tuple(dict(self.arch_kwargs).get(arch, ()))
 
 
+@dataclass(frozen=True)
+class AblationStudy:
+    """Notebook 06: one factor of the UOT method at a time (uotisp_lib.ablations), on the UOT study's
+    benchmark and base configuration, ``seeds`` seeds per arm."""
+
+    arch: str = "tinyraw"
+    seeds: int = 3
+    epochs: int | None = None  # None: the UOT study's
+    groups: tuple[str, ...] = ("committee", "psi", "cost", "outliers")
+    alphas: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)  # the psi group's alpha sweep (semi softplus)
+    taus: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0)  # the cost group's tau sweep (the study's cost)
+    costs: tuple[str, ...] = ()  # the cost group's costs; empty: every cost of uotisp_lib.uot.COSTS
+    outlier_fractions: tuple[float, ...] = (0.0, 0.1, 0.25, 0.4)
+    colour_ot: float = 0.3  # weight of the committee group's colour sliced-Wasserstein arm (0: no such arm)
+    workers: int = 1  # training processes on CPU (one thread each); 1: in this process
+    arms: tuple[str, ...] = ()  # only these arms ("group/name", their baselines added); empty: every arm of the groups
+
+
 #: The benchmark of the UOT study (notebook 05, cpu profile; issue 10): >= 100 target images from
 #: the RAW side's scene distribution (other crops of the same photos, other dead-leaves scenes), and
 #: 40 test images whose photos appear nowhere in training. Small grids: many images, few patches each.
@@ -174,6 +192,7 @@ class Profile:
     match: MatchStudy = MatchStudy()
     train: TrainStudy = TrainStudy()
     uot: UOTStudy = UOTStudy()
+    ablate: AblationStudy = AblationStudy()
 
 
 _PROFILES: dict[str, Profile] = {
@@ -187,6 +206,10 @@ _PROFILES: dict[str, Profile] = {
             n_val=2,
             n_test=2,
         ),
+        # a plumbing check of every group: a few arms, 2 seeds (the full grid is the cpu profile's)
+        ablate=AblationStudy(seeds=2, alphas=(0.2,), taus=(0.0,), costs=("quadratic", "luma"), outlier_fractions=(0.0, 0.4),
+                             arms=("committee/no experts", "committee/all + colour OT (0.3)", "psi/balanced", "cost/luma, tau 1",
+                                   "cost/quadratic, tau 0", "outliers/semi, 0% outliers", "outliers/semi, 40% outliers")),
     ),
     "cpu": Profile(
         name="cpu",
@@ -207,6 +230,10 @@ _PROFILES: dict[str, Profile] = {
         uot=UOTStudy(arch="colornet", archs=("colornet", "tinyraw", "unet_isp"), epochs=10, batch_size=16, lr_map=5e-4, crop=32,
                      lr_potential=5e-4, alpha=0.05, cost="luma", r1_gamma=0.1, potential_width=16, expert_width=16, seeds=3,
                      arch_seeds=(("unet_isp", 2),), synth=UOT_CPU_SYNTH),
+        # colornet (the study's main architecture), 3 seeds, 4 of the study's 10 epochs so that the whole
+        # grid (99 runs) fits in about an hour on 2 cores with 2 single-threaded workers
+        ablate=AblationStudy(arch="colornet", seeds=3, epochs=4, alphas=(0.01, 0.05, 0.2, 1.0), taus=(0.0, 0.3, 1.0, 3.0),
+                             outlier_fractions=(0.0, 0.1, 0.25, 0.4), workers=2),
     ),
     "full": Profile(
         name="full",

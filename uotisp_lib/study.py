@@ -134,13 +134,14 @@ def _result_path(out_dir: Path, arch: str, name: str, seed: int) -> Path:
 
 def colour_distance(preds: torch.Tensor, gt: torch.Tensor, seed: int = 0) -> float:
     """Sliced 2-Wasserstein distance between the colour distribution of a split's outputs and that of
-    its ground truth (all patches pooled, 2 x 2 block means, 128 directions; ``uot.colour_sliced_wasserstein``):
+    its ground truth (all patches pooled, 4 x 4 block means, 64 directions; ``uot.colour_sliced_wasserstein``):
     how far the *mapped distribution* is from the target distribution, whatever the pairing (the
     distribution-level bias measure of the OT-SR view, Gazdieva et al., arXiv 2202.01116)."""
     from uotisp_lib.uot import colour_sliced_wasserstein
 
     with torch.no_grad():
-        d = colour_sliced_wasserstein(preds.double(), gt.double(), n_projections=128, generator=torch.Generator().manual_seed(seed))
+        d = colour_sliced_wasserstein(preds.double(), gt.double(), n_projections=64, pool=4,
+                                      generator=torch.Generator().manual_seed(seed))
     return float(d)
 
 
