@@ -21,9 +21,9 @@ def bench(tmp_path_factory):
     return build_benchmark(tmp_path_factory.mktemp("b") / "smoke", get_profile("smoke").synth, seed=4)
 
 
-def _perturbed(arch: str) -> torch.nn.Module:
+def _perturbed(arch: str, **kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_isp(arch)
+    model = build_isp(arch, **kwargs)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -99,3 +99,53 @@ def test_cli_infer_failure_writes_nothing(tmp_path, bench, capsys):
     assert bad.name in err and "10-bit range" in err
     assert not out.exists() or not any(out.iterdir())
     assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+@pytest.mark.parametrize("arch,kwargs", [("colornet", {}), ("colornet", {"head": "lut3d"}), ("tinyraw", {}), ("unet_isp", {})])
+def test_render_channels_last_equals_the_nchw_forward(tmp_path, arch, kwargs):
+    """render (channels_last weights and inputs, inference mode) == the plain NCHW forward pass."""
+    model = _perturbed(arch, **kwargs)
+    pre = PreprocessConfig(demosaic="malvar")
+    export_isp(tmp_path / "isp", model, arch, kwargs, pre)
+    bundle = load_isp(tmp_path / "isp")
+    conv = next(m for m in bundle.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.shape[1] > 1
+    raw = torch.rand(3, 4, 30, 34, generator=torch.Generator().manual_seed(1))
+    ref = build_isp(arch, **kwargs).eval()
+    ref.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        want = ref(model_input(raw, ref.input_kind, pre)).clamp(0, 1)
+    got = render(bundle, raw, batch=2)
+    assert got.shape == want.shape and got.is_contiguous() and not got.is_inference()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
+    assert float(got.std()) > 0.01  # a real image, not a constant
+
+
+def test_cli_infer_files_equal_the_nchw_rendering(tmp_path, bench):
+    """`uotisp infer` writes the images of the NCHW forward pass (8-bit codes equal)."""
+    from uotisp_lib.stitching import infer_grid, stitch
+
+    model = _perturbed("colornet")
+    export_isp(tmp_path / "isp", model, "colornet", {}, PreprocessConfig())
+    src = tmp_path / "in"
+    src.mkdir()
+    layout = scan_upisp(bench)
+    for p in layout.paths("val", "raws").values():
+        shutil.copy(p, src / p.name)
+    out = tmp_path / "out"
+    assert main(["infer", "--checkpoint", str(tmp_path / "isp"), "--input", str(src), "--output", str(out), "--threads", "1"]) == 0
+    model.eval()
+    n_px = n_same = 0
+    for image_id, stems in layout.images("val", "raws").items():
+        raw = torch.from_numpy(uio.load_raw_batch([src / f"{s}.npy" for s in stems]).astype(np.float32) / uio.RAW_MAX)
+        raw = raw.permute(0, 3, 1, 2).contiguous()
+        with torch.no_grad():
+            rgb = model(model_input(raw, "rgb", PreprocessConfig())).clamp(0, 1)
+        grid = infer_grid(raw, kind="raw")
+        want = (stitch(rgb, grid.rows, grid.cols).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        got = uio.read_srgb(out / f"{image_id}.png")
+        assert got.shape == want.shape
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff.max() <= 1  # float rounding may move a value across a .5 code boundary
+        n_px, n_same = n_px + diff.size, n_same + int((diff == 0).sum())
+    assert n_px > 0 and n_same / n_px > 0.999, n_same / n_px

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from skimage import data as skdata
 
 from uotisp_lib import io as uio
+from uotisp_lib import grid_scoring as gs
 from uotisp_lib import stitching as st
 from uotisp_lib.cli.stitch import CSV_COLUMNS, add_parser, raw_preview, run
 from uotisp_lib.config import CHALLENGE_LAYOUTS
@@ -546,9 +547,15 @@ def test_infer_grid_from_files_equals_the_full_load_path(tmp_path, method):
     for case, paths in zip(_grid_cases(), files):
         full = torch.from_numpy(uio.load_raw_batch(paths).astype(np.float32)).permute(0, 3, 1, 2) / uio.RAW_MAX
         for border in (2, 4, 16):
-            want = st.infer_grid(full, kind="raw", border=border, method=method)
-            got = st.infer_grid_from_files(paths, border=border, method=method)
-            assert got == want  # same grid, scores (bit for bit), confidence and flags
+            want = st.infer_grid(full, kind="raw", border=border, method=method)  # torch scoring
+            got = st.infer_grid_from_files(paths, border=border, method=method)  # NumPy scoring
+            assert [c[:2] for c in got.candidates] == [c[:2] for c in want.candidates]
+            assert [c[2] for c in got.candidates] == pytest.approx([c[2] for c in want.candidates], rel=1e-5)
+            assert got.confidence == pytest.approx(want.confidence, rel=1e-4, abs=1e-6)
+            assert (got.rows, got.cols, got.low_confidence) == (want.rows, want.cols, want.low_confidence)
+            # the same NumPy scoring on the fully loaded stack: bit for bit
+            stack = uio.load_raw_batch(paths)
+            assert gs.choose_from_raw_strips(gs.raw_strips_of(stack, border), method=method)[0] == got
             if border == 4:
                 assert (got.rows, got.cols) == (case.rows, case.cols)
     # batched: images with the same N in one call, same choices as one at a time (scores may differ
@@ -596,3 +603,63 @@ def test_cli_layouts_only_writes_the_same_csv_and_no_images(tmp_path, capsys):
     assert (fast["scene_a"]["rows"], fast["scene_a"]["cols"]) == ("2", "7")
     assert fast["odd"]["status"].startswith(f"skipped: {src / 'odd_1.npy'}: .npy header (shape (8, 10, 4)")
     assert sorted(p.name for p in (tmp_path / "fast").iterdir()) == ["layouts.csv"]
+
+
+# --------------------------------------------------------------------------------------------------
+# One scoring implementation (grid_scoring) for torch and NumPy, against the torch-only version it
+# replaced (copied here as the oracle)
+# --------------------------------------------------------------------------------------------------
+
+
+def _old_strip_scores(strips, method):
+    import math
+
+    import torch.nn.functional as F
+
+    def inner_step(s):
+        return (s[..., 1:, :] - s[..., :-1, :]).abs().mean(dim=(-1, -2))
+
+    def pair_costs(first, second, ia, ib):
+        if method == "mean":
+            return (first.index_select(1, ia) - second.index_select(1, ib)).abs().mean(dim=(-1, -2))
+        jump = (first[:, :, -1].index_select(1, ia) - second[:, :, 0].index_select(1, ib)).abs().mean(dim=-1)
+        inner = 0.5 * (inner_step(first).index_select(1, ia) + inner_step(second).index_select(1, ib))
+        return 2.0 * (torch.log((jump + 2e-3) / (inner + 2e-3)) - math.log(2.0))
+
+    n = strips.right.shape[1]
+    if n == 1:
+        return strips.right.new_zeros(strips.right.shape[0], 1)
+    cols = torch.tensor([c for _, c in st.factor_pairs(n)])
+    i = torch.arange(n - 1)
+    claim_h = (i[None, :] % cols[:, None]) != (cols[:, None] - 1)
+    widths = [int(c) for c in cols.tolist() if c < n]
+    v_a = torch.cat([torch.arange(n - c) for c in widths])
+    step = torch.cat([torch.full((n - c,), c) for c in widths])
+    claim = torch.cat([claim_h, step[None, :] == cols[:, None]], dim=1).to(strips.right.dtype)
+    cost = torch.cat([pair_costs(strips.right, strips.left, i, i + 1), pair_costs(strips.bottom, strips.top, v_a, v_a + step)], 1)
+    if method == "mean":
+        return (cost @ claim.T) / claim.sum(dim=1)
+    return (F.softplus(cost) @ claim.T + F.softplus(-cost) @ (1 - claim).T) / cost.shape[1]
+
+
+@pytest.mark.parametrize("method", st.METHODS)
+@pytest.mark.parametrize("shape", [(12, 16, 16), (12, 16, 24), (7, 8, 8), (1, 8, 8), (36, 12, 12)])
+def test_torch_and_numpy_scoring_equal_the_replaced_implementation(method, shape):
+    n, h, w = shape
+    g = torch.Generator().manual_seed(n * h + w)
+    maps = torch.rand(3, n, h, w, generator=g)
+    maps[1] = maps[1] * 0.1 + torch.linspace(0, 0.5, w)  # smooth content: small inner steps
+    strips = st.border_strips(maps, 4)
+    old = _old_strip_scores(strips, method)
+    new = st.strip_scores(strips, method)
+    assert new.shape == old.shape == (3, len(st.factor_pairs(n)))
+    torch.testing.assert_close(new, old, rtol=1e-6, atol=1e-7)
+    arrays = [x.numpy() for x in (strips.right, strips.left, strips.bottom, strips.top)]
+    np.testing.assert_allclose(gs.score_strips(*arrays, method=method), old.numpy(), rtol=1e-5, atol=1e-7)
+    assert gs.score_strips(*arrays, method=method).dtype == np.float32
+    # and the choices agree on the natural cases, torch full load vs NumPy
+    for case in _grid_cases():
+        a = st.infer_grid(case.raw.float() / uio.RAW_MAX, kind="raw", method=method)
+        stack = case.raw.permute(0, 2, 3, 1).numpy().astype(np.uint16)
+        b = gs.choose_from_raw_strips(gs.raw_strips_of(stack), method=method)[0]
+        assert (a.rows, a.cols) == (b.rows, b.cols) == (case.rows, case.cols)

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from uotisp_lib.threads import use_threads
+
 Tensor = torch.Tensor
 log = logging.getLogger(__name__)
 
@@ -717,6 +719,7 @@ def describe_image_set(
     return torch.stack(img_desc), patch_desc
 
 
+@use_threads()  # the thread policy: an enclosing --threads, else the free cores
 def build_pair_graph(
     root: str | os.PathLike,
     method: str = "fgw",

@@ -68,61 +68,33 @@ the same ``N`` are scored together by :func:`infer_grids`. For RAW ``.npy`` patc
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from uotisp_lib.grid_scoring import (  # noqa: F401 - re-exported: the torch-free half of this module
+    DEFAULT_BORDER,
+    DEFAULT_MIN_CONFIDENCE,
+    METHODS,
+    GridChoice,
+    choose as _choose,
+    factor_pairs,
+    infer_grid_from_files,
+    infer_grids_from_files,
+    raw_strip_maps,
+    score_strips,
+    seam_index,
+    validate_method as _validate_method,
+)
+from uotisp_lib.threads import use_threads
+
 Tensor = torch.Tensor
 
-#: Default border width ``b`` (pixels of the score map), as in the Borelli supplement.
-DEFAULT_BORDER = 4
-#: Below this confidence a :class:`GridChoice` is flagged ``low_confidence``.
-DEFAULT_MIN_CONFIDENCE = 0.05
-#: Ranking methods of :func:`seam_scores`.
-METHODS = ("evidence", "mean")
 #: Kinds of patch stacks understood by :func:`score_map` and the number of channels each expects.
 KINDS = {"raw": 4, "rgb": 3}
-
-# Constants of the "evidence" ranking (see the module docstring).
-_EPS = 2e-3  # about half an 8-bit step: keeps r ~ 1 on flat, noise-free patches
-_TAU = 2.0  # r at which a seam is as likely adjacent as not
-_SLOPE = 2.0  # steepness of the soft test in log r
-_TIE_RTOL = 1e-6  # relative score difference below which two grids tie
-
-
-@dataclass(frozen=True)
-class GridChoice:
-    """The chosen grid of one image.
-
-    ``score``: the winner's score (lower is better); ``confidence``: ``(S2 - S1) / S2`` in
-    ``[0, 1]``; ``candidates``: every factor pair as ``(rows, cols, score)``, best first;
-    ``low_confidence``: ``confidence < min_confidence`` (ties always are).
-    """
-
-    rows: int
-    cols: int
-    score: float
-    confidence: float
-    candidates: tuple[tuple[int, int, float], ...]
-    low_confidence: bool = False
-    method: str = "evidence"
-
-    @property
-    def second(self) -> tuple[int, int, float] | None:
-        """The runner-up ``(rows, cols, score)``, or ``None`` when there was one candidate."""
-        return self.candidates[1] if len(self.candidates) > 1 else None
-
-
-def factor_pairs(n: int) -> list[tuple[int, int]]:
-    """All ``(rows, cols)`` with ``rows * cols == n``, rows ascending: ``12 -> (1,12), (2,6), ...``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"factor_pairs: expected a positive integer number of patches, got {n!r}")
-    small = [r for r in range(1, math.isqrt(n) + 1) if n % r == 0]
-    rows = small + [n // r for r in reversed(small) if r * r != n]
-    return [(r, n // r) for r in rows]
 
 
 def _as_stack(patches: Tensor | Sequence[Tensor], fn: str, floating: bool = True) -> Tensor:
@@ -227,78 +199,31 @@ def border_strips(maps: Tensor, border: int = DEFAULT_BORDER) -> Strips:
     )
 
 
-def _inner_step(s: Tensor) -> Tensor:
-    """Mean 1-pixel step across the lines of strips ``[B, N, b, L]`` -> ``[B, N]``."""
-    return (s[..., 1:, :] - s[..., :-1, :]).abs().mean(dim=(-1, -2))
-
-
-def _pair_costs(first: Tensor, second: Tensor, ia: Tensor, ib: Tensor, method: str) -> Tensor:
-    """Costs ``[B, P]`` of the seams ``(first[:, ia], second[:, ib])``; strips ``[B, N, b, L]``.
-
-    ``mean``: the Borelli strip cost; ``evidence``: the soft test ``t`` of the module docstring
-    (only the two seam lines are gathered per pair; the inner steps once per patch).
-    """
-    if method == "mean":
-        return (first.index_select(1, ia) - second.index_select(1, ib)).abs().mean(dim=(-1, -2))
-    # index_select on the seam lines gives contiguous [B, P, L] operands (plain advanced indexing
-    # mixed with an integer index gives a strided result that is ~10x slower to subtract)
-    jump = (first[:, :, -1].index_select(1, ia) - second[:, :, 0].index_select(1, ib)).abs().mean(dim=-1)
-    inner = 0.5 * (_inner_step(first).index_select(1, ia) + _inner_step(second).index_select(1, ib))
-    ratio = (jump + _EPS) / (inner + _EPS)
-    return _SLOPE * (torch.log(ratio) - math.log(_TAU))
-
-
 @functools.lru_cache(maxsize=64)
-def _seam_index(n: int, device: torch.device, dtype: torch.dtype):
-    """Seam union of ``n`` patches and every grid's claim on it (cached per ``n``, device, dtype).
+def _seam_index(n: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    """:func:`uotisp_lib.grid_scoring.seam_index` as tensors (claim in ``dtype``), cached per device."""
+    h_a, h_b, v_a, v_b, claim = seam_index(n)
+    idx = tuple(torch.from_numpy(a.copy()).to(device) for a in (h_a, h_b, v_a, v_b))
+    return (*idx, torch.from_numpy(claim.copy()).to(device=device, dtype=dtype))
 
-    Horizontal pairs ``(i, i+1)``, ``i < n-1``; vertical pairs ``(i, i+C)`` for every factor
-    ``C < n``. Returns ``(h_a, h_b, v_a, v_b, claim [K, n-1+P_v])`` with ``claim`` 1.0 where a grid
-    (``K`` of them, :func:`factor_pairs` order) has that seam, else 0.0.
-    """
-    cols = torch.tensor([c for _, c in factor_pairs(n)], device=device)
-    i = torch.arange(n - 1, device=device)
-    # A horizontal pair (i, i+1) is a seam of (R, C) unless i ends a row.
-    claim_h = (i[None, :] % cols[:, None]) != (cols[:, None] - 1)
-    widths = [int(c) for c in cols.tolist() if c < n]
-    v_a = torch.cat([torch.arange(n - c, device=device) for c in widths])
-    step = torch.cat([torch.full((n - c,), c, device=device) for c in widths])
-    # A vertical pair (i, i+C') is a seam of (R, C) iff C' == C.
-    claim_v = step[None, :] == cols[:, None]
-    return i, i + 1, v_a, v_a + step, torch.cat([claim_h, claim_v], dim=1).to(dtype)
+
+#: Array operations of :func:`uotisp_lib.grid_scoring.score_strips` for torch tensors.
+TORCH_OPS = SimpleNamespace(
+    take=lambda x, idx: x.index_select(1, idx),
+    cat=lambda xs, axis: torch.cat(xs, dim=axis),
+    log=torch.log,
+    softplus=F.softplus,
+    index=lambda n, like: _seam_index(n, like.device, like.dtype),
+    zeros=lambda like, b: like.new_zeros(b, 1),
+)
 
 
 def strip_scores(strips: Strips, method: str = "evidence") -> Tensor:
     """Scores ``[B, K]`` of the ``K`` factor pairs of ``N`` (in :func:`factor_pairs` order); lower
-    is better. ``N = 1`` scores 0."""
+    is better. ``N = 1`` scores 0. Differentiable; the one implementation is
+    :func:`uotisp_lib.grid_scoring.score_strips`."""
     _validate_method(method, "strip_scores")
-    ref = strips.right
-    bsz, n = ref.shape[:2]
-    if n == 1:
-        return ref.new_zeros(bsz, 1)
-    h_a, h_b, v_a, v_b, claim = _seam_index(n, ref.device, ref.dtype)
-    if strips.right.shape == strips.bottom.shape:  # square patches: one pass over both orientations
-        first = torch.cat([strips.right, strips.bottom], dim=1)
-        second = torch.cat([strips.left, strips.top], dim=1)
-        cost = _pair_costs(first, second, torch.cat([h_a, v_a + n]), torch.cat([h_b, v_b + n]), method)
-    else:
-        cost = torch.cat(
-            [
-                _pair_costs(strips.right, strips.left, h_a, h_b, method),  # [B, n-1]
-                _pair_costs(strips.bottom, strips.top, v_a, v_b, method),  # [B, P_v]
-            ],
-            dim=1,
-        )
-    if method == "mean":
-        return (cost @ claim.T) / claim.sum(dim=1)
-    # logistic loss of labelling a seam "adjacent" = softplus(t), "not adjacent" = softplus(-t)
-    loss = F.softplus(cost) @ claim.T + F.softplus(-cost) @ (1 - claim).T
-    return loss / cost.shape[1]
-
-
-def _validate_method(method: str, fn: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"{fn}: unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    return score_strips(strips.right, strips.left, strips.bottom, strips.top, method, TORCH_OPS)
 
 
 def seam_scores(
@@ -333,17 +258,6 @@ def _check_values(x: Tensor, kind: str, fn: str) -> None:
         raise ValueError(f"{fn}: values span {lo:g}..{hi:g}; expected [0, 1] (or {kind} units 0..{top:g})")
 
 
-def _choose(pairs: list[tuple[int, int]], scores: list[float], min_confidence: float, method: str) -> GridChoice:
-    """Rank one image's scores into a :class:`GridChoice` (stable: ties keep factor-pair order)."""
-    order = sorted(range(len(pairs)), key=lambda k: scores[k])
-    cands = tuple((pairs[k][0], pairs[k][1], float(scores[k])) for k in order)
-    if len(cands) == 1:
-        return GridChoice(cands[0][0], cands[0][1], 0.0, 1.0, cands, False, method)
-    s1, s2 = cands[0][2], cands[1][2]
-    conf = 0.0 if s2 <= 0 or (s2 - s1) <= _TIE_RTOL * s2 else (s2 - s1) / s2
-    return GridChoice(cands[0][0], cands[0][1], s1, conf, cands, not conf >= min_confidence, method)  # NaN: low
-
-
 def infer_grids(
     patches: Tensor | Strips,
     kind: str = "raw",
@@ -366,7 +280,8 @@ def infer_grids(
         _check_values(patches, kind, "infer_grids")
         strips = border_strips(score_map(patches, kind), border)
     pairs = factor_pairs(strips.n)
-    scores = strip_scores(strips, method)
+    with use_threads():
+        scores = strip_scores(strips, method)
     return [_choose(pairs, row, min_confidence, method) for row in scores.tolist()]
 
 
@@ -389,64 +304,10 @@ def infer_grid(
 
 def strips_from_raw(raw, images: int = 1) -> Strips:
     """:class:`Strips` of the ``(Gr + Gb) / 2`` score map, in ``[0, 1]``, from the ``uint16`` border
-    strips of :func:`uotisp_lib.io.read_raw_strips` (``images * N`` files, image-major).
-
-    Computed elementwise as the full path does (``x / RAW_MAX`` in float32, then :func:`score_map`),
-    so the strips equal :func:`border_strips` of the fully loaded patches value for value.
-    """
-    from uotisp_lib.io import RAW_MAX
-
-    n_files = raw.right.shape[0]
-    if images < 1 or n_files % images:
-        raise ValueError(f"strips_from_raw: {n_files} files cannot be split into {images} images of equal N")
-
-    def gmap(a, transpose: bool) -> Tensor:
-        x = torch.from_numpy(a[..., 1:3].astype("float32")) / RAW_MAX  # [M, ., ., 2] (Gr, Gb)
-        m = 0.5 * (x[..., 0] + x[..., 1])
-        m = m.reshape(images, n_files // images, *m.shape[1:])
-        return m.transpose(-1, -2).contiguous() if transpose else m
-
-    return Strips(
-        right=gmap(raw.right, True), left=gmap(raw.left, True), bottom=gmap(raw.bottom, False), top=gmap(raw.top, False)
-    )
-
-
-def infer_grids_from_files(
-    images: Sequence[Sequence],
-    border: int = DEFAULT_BORDER,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-    method: str = "evidence",
-    bits: int = 10,
-) -> list[GridChoice]:
-    """Batched :func:`infer_grid_from_files` for images with the same number of patches: ``images``
-    is a sequence of row-major path lists. All files must share one shape (one header parse)."""
-    from uotisp_lib.io import read_raw_strips
-
-    _validate_method(method, "infer_grids_from_files")
-    groups = [list(g) for g in images]
-    if not groups:
-        return []
-    sizes = sorted({len(g) for g in groups})
-    if sizes[0] == 0 or len(sizes) > 1:
-        raise ValueError(f"infer_grids_from_files: every image needs the same N >= 1 patch files, got N in {sizes}")
-    if isinstance(border, bool) or not isinstance(border, int) or border < 2:
-        raise ValueError(f"infer_grids_from_files: border must be an integer >= 2, got {border!r}")
-    raw = read_raw_strips([p for g in groups for p in g], border, bits=bits)
-    return infer_grids(strips_from_raw(raw, len(groups)), min_confidence=min_confidence, method=method)
-
-
-def infer_grid_from_files(
-    paths: Sequence,
-    border: int = DEFAULT_BORDER,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-    method: str = "evidence",
-    bits: int = 10,
-) -> GridChoice:
-    """:func:`infer_grid` of one image from its row-major packed RAW ``.npy`` patch files, reading
-    only their border strips (:func:`uotisp_lib.io.read_raw_strips`: headers checked per file, the
-    ``bits`` range only on the strips). Same :class:`GridChoice` as :func:`infer_grid` on the
-    fully loaded patches divided by ``RAW_MAX`` (``kind="raw"``)."""
-    return infer_grids_from_files([paths], border, min_confidence, method, bits)[0]
+    strips of :func:`uotisp_lib.io.read_raw_strips` (``images * N`` files, image-major); the values
+    of :func:`uotisp_lib.grid_scoring.raw_strip_maps`, equal to :func:`border_strips` of the fully
+    loaded patches value for value."""
+    return Strips(*(torch.from_numpy(m) for m in raw_strip_maps(raw, images)))
 
 
 def stitch(patches: Tensor | Sequence[Tensor], rows: int, cols: int) -> Tensor:

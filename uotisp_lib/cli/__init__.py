@@ -1,6 +1,8 @@
 """The ``uotisp`` command. One module per subcommand, each with ``add_parser(sub)`` and ``run(args)``.
 
-Subcommands: synth, stitch, match, infer, reproduce.
+Subcommands: synth, stitch, match, infer, reproduce. Every subcommand takes ``--threads N`` and runs
+inside :func:`uotisp_lib.threads.use_threads`. Subcommand modules import torch (and other heavy
+libraries) inside ``run``, never at module level, so ``uotisp --help`` loads no torch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import importlib
 import signal
 import sys
 import threading
+
+from uotisp_lib.cli.common import add_threads_option
+from uotisp_lib.threads import use_threads
 
 #: subcommand name -> module under uotisp_lib.cli
 SUBCOMMANDS = {
@@ -27,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in SUBCOMMANDS.items():
         mod = importlib.import_module(f"uotisp_lib.cli.{module}")
         p = mod.add_parser(sub)
+        add_threads_option(p)
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -42,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
-        return int(args._run(args) or 0)
+        with use_threads(args.threads):
+            return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
         print(f"uotisp {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -3,11 +3,10 @@ published whole (written beside the destination, then renamed onto it)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 from pathlib import Path
-
-from uotisp_lib.io import make_temp_dir
 
 
 def device(value: str, option: str = "--device") -> str:
@@ -28,6 +27,22 @@ def at_least(value: int, low: int, option: str) -> int:
     return value
 
 
+def add_threads_option(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--threads N`` (intra-op threads, :mod:`uotisp_lib.threads`) unless ``parser`` has it.
+
+    ``uotisp`` runs every subcommand inside ``use_threads(args.threads)``; the default (``None``)
+    is :func:`uotisp_lib.threads.default_threads`: ``$OMP_NUM_THREADS``, else the free cores."""
+    if "--threads" not in parser._option_string_actions:
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            metavar="N",
+            help="intra-op threads (default: $OMP_NUM_THREADS, else the cores not busy: cores - load average)",
+        )
+    return parser
+
+
 def is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
@@ -41,6 +56,8 @@ def check_fresh_folder(path: Path, option: str, overwrite: bool) -> None:
 def publish_dir(tmp: Path, dst: Path) -> None:
     """Rename the complete folder ``tmp`` onto ``dst``; an existing ``dst`` is moved aside first and
     deleted after, so ``dst`` holds either the old result or the new one, never a mix."""
+    from uotisp_lib.io import make_temp_dir
+
     if is_empty_dir(dst):
         dst.rmdir()
     old = None

@@ -17,9 +17,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 FORMATS = ("png", "jpg")
 
 
@@ -38,10 +35,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    import torch
+
     return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
     from tqdm.auto import tqdm
 
     from uotisp_lib import io as uio

@@ -13,8 +13,10 @@ import argparse
 import time
 from pathlib import Path
 
-from uotisp_lib.features import BACKENDS
-from uotisp_lib.matching import METHODS
+# the choices of uotisp_lib.features.BACKENDS and uotisp_lib.matching.METHODS (a test checks they
+# agree), written out so that building the parser imports no torch
+BACKENDS = ("auto", "dinov2", "efficientnet_lite0")
+METHODS = ("fgw", "ot", "uot", "knn", "random")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -7,7 +7,25 @@
 - :mod:`~uotisp_lib.data.layouts`: folder layouts (UP-ISP, Zurich), keyed by file stem.
 """
 
-from uotisp_lib.data.camera import CameraModel, TargetLook
-from uotisp_lib.data.synth import build_benchmark, ensure_dataset
+from __future__ import annotations
 
-__all__ = ["CameraModel", "TargetLook", "build_benchmark", "ensure_dataset"]
+import importlib
+
+#: public name -> submodule; loaded on first access, so that ``uotisp_lib.data.layouts`` (NumPy
+#: only) can be imported without torch
+_LAZY = {
+    "CameraModel": "camera",
+    "TargetLook": "camera",
+    "build_benchmark": "synth",
+    "ensure_dataset": "synth",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"uotisp_lib.data.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'uotisp_lib.data' has no attribute {name!r}")
