@@ -85,12 +85,16 @@ def build_config(trainer: str, profile, overrides: dict, mode: str | None, arch:
 
 def check_arch(cfg) -> str:
     """Build the configured network once (cheap) -> its ``input_kind``; one-line errors name --arch."""
-    from uotisp_lib.models import build_isp
+    from uotisp_lib.models import resolve_isp
 
     try:
-        model = build_isp(cfg.arch, **dict(cfg.arch_kwargs))
+        cls = resolve_isp(cfg.arch)
     except KeyError as err:
         raise ValueError(f"--arch {cfg.arch}: {err.args[0]}") from None
+    except ValueError as err:
+        raise ValueError(f"--arch {cfg.arch}: {err}") from None
+    try:
+        model = cls(**dict(cfg.arch_kwargs))
     except (TypeError, ValueError) as err:
         raise ValueError(f"--arch {cfg.arch}: arch_kwargs {dict(cfg.arch_kwargs)} do not build it ({' '.join(str(err).split())})") from None
     return model.input_kind
@@ -125,7 +129,7 @@ def check_out(out: Path, fresh: bool) -> None:
 def move_aside(out: Path) -> Path | None:
     """Rename a non-empty run folder to ``<out>.old-<time>`` (under its run lock, so a folder in use
     is refused); None when there is nothing to move."""
-    from uotisp_lib.checkpoint import run_lock
+    from uotisp_lib.checkpoint import RunLockedError, run_lock
     from uotisp_lib.cli.common import is_empty_dir
 
     if not out.exists() or is_empty_dir(out):
@@ -134,8 +138,11 @@ def move_aside(out: Path) -> Path | None:
     aside, n = out.with_name(f"{out.name}.old-{stamp}"), 1
     while aside.exists():
         aside, n = out.with_name(f"{out.name}.old-{stamp}-{n}"), n + 1
-    with run_lock(out):
-        os.rename(out, aside)
+    try:
+        with run_lock(out):
+            os.rename(out, aside)
+    except RunLockedError as err:
+        raise ValueError(f"--out {err}") from None
     return aside
 
 
@@ -160,7 +167,7 @@ def check_pairs(spec: str) -> None:
     if spec == "random" or spec in METHODS:
         return
     if not spec.endswith(".npz"):
-        raise ValueError(f"--pairs {spec}: expected random, one of {', '.join(METHODS)}, or a GRAPH.npz file")
+        raise ValueError(f"--pairs {spec}: expected one of {', '.join(METHODS)}, or a GRAPH.npz file")
     if not Path(spec).is_file():
         raise ValueError(f"--pairs {spec}: no such file; expected a GRAPH.npz written by `uotisp match`")
 
