@@ -169,7 +169,7 @@ def _isp_class(spec_file: Path, arch: object, source: object):
         cls = resolve_isp(where)
     except ValueError as err:
         raise ValueError(f"{spec_file}: {err}; put its package on PYTHONPATH (or install it)") from None
-    if where == source and arch not in ISP_REGISTRY:  # importing the source must register the name
+    if ":" not in arch and arch not in ISP_REGISTRY:  # importing the source must register the name
         raise ValueError(
             f"{spec_file}: unknown architecture {arch!r}; expected one of {sorted(ISP_REGISTRY)} "
             f"(importing its source {source!r} did not register it)"
