@@ -6,7 +6,8 @@ model, synthetic benchmark, patch sets), :mod:`~uotisp_lib.preprocessing`,
 :mod:`~uotisp_lib.matching`, :mod:`~uotisp_lib.losses`, :mod:`~uotisp_lib.models`,
 :mod:`~uotisp_lib.uot`, :mod:`~uotisp_lib.train`, :mod:`~uotisp_lib.checkpoint`,
 :mod:`~uotisp_lib.inference`, :mod:`~uotisp_lib.experiments`, :mod:`~uotisp_lib.metrics`,
-:mod:`~uotisp_lib.reporting`, :mod:`~uotisp_lib.config`, :mod:`~uotisp_lib.cli`.
+:mod:`~uotisp_lib.reporting`, :mod:`~uotisp_lib.config` (and :mod:`~uotisp_lib.overrides` of its
+dataclasses), :mod:`~uotisp_lib.cli`.
 """
 
 __version__ = "0.1.0"

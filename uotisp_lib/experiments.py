@@ -109,8 +109,25 @@ def model_inputs(raw: PatchSet, arch_input_kind: str, preprocess: PreprocessConf
         return PatchSet(raw.stems, model_input(raw.images, arch_input_kind, preprocess))
 
 
-def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", preprocess: PreprocessConfig | None = None):
-    """Train a :class:`~uotisp_lib.train.UOTTrainer` on ``data``; return ``(row, trainer)``."""
+def pseudo_pair_config(study, arch: str = "colornet", seed: int = 0, paired: bool = False, arch_kwargs=()):
+    """The :class:`~uotisp_lib.train.PseudoPairConfig` of a profile's
+    :class:`~uotisp_lib.config.TrainStudy` (notebook 04): its epochs, batch, lr, discriminator width
+    and crops; ``paired``: the true-pairs upper bound, all epochs in stage 1 (no GAN stage)."""
+    from uotisp_lib.train import PseudoPairConfig
+
+    cfg = PseudoPairConfig(
+        arch=arch, arch_kwargs=tuple(arch_kwargs), stage1_epochs=study.stage1_epochs, stage2_epochs=study.stage2_epochs,
+        batch_size=study.batch_size, lr=study.lr, d_width=study.d_width, crop=study.crop, seed=seed,
+    )
+    if paired:
+        cfg = dataclasses.replace(cfg, paired=True, stage1_epochs=study.stage1_epochs + study.stage2_epochs, stage2_epochs=0)
+    return cfg
+
+
+def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", preprocess: PreprocessConfig | None = None,
+            **fit_kw):
+    """Train a :class:`~uotisp_lib.train.UOTTrainer` on ``data``; return ``(row, trainer)``.
+    ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.train import UOTTrainer
 
     trainer = UOTTrainer(
@@ -124,7 +141,7 @@ def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", p
         preprocess=preprocess,
         device=device,
     )
-    hist = trainer.fit()
+    hist = trainer.fit(**fit_kw)
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model), **score_on(trainer, data.raw_test, data.gt_test)}
     row["proxy"] = hist[-1].get("proxy", float("nan"))
     return row, trainer
@@ -138,8 +155,10 @@ def run_pseudo_pair(
     device: str = "cpu",
     preprocess: PreprocessConfig | None = None,
     extractor=None,
+    **fit_kw,
 ):
-    """Train a :class:`~uotisp_lib.train.PseudoPairTrainer` (paired when ``cfg.paired``); return ``(row, trainer)``."""
+    """Train a :class:`~uotisp_lib.train.PseudoPairTrainer` (paired when ``cfg.paired``); return ``(row, trainer)``.
+    ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.models import build_isp
     from uotisp_lib.train import PseudoPairTrainer
 
@@ -155,7 +174,7 @@ def run_pseudo_pair(
         cfg, sources, targets, pair_fn, run_dir, val=val, proxy_targets=data.proxy.images,
         extractor=extractor, preprocess=preprocess, device=device,
     )
-    hist = trainer.fit()
+    hist = trainer.fit(**fit_kw)
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model), **score_on(trainer, data.raw_test, data.gt_test)}
     row["proxy"] = hist[-1].get("proxy", float("nan"))
     return row, trainer

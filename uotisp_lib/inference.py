@@ -1,9 +1,10 @@
 """Exported ISP models: save, load, and render packed RAW to sRGB.
 
 An export is a folder with ``model.safetensors`` (the weights) and ``isp.json`` (architecture name
-and keyword arguments for :func:`uotisp_lib.models.build_isp`, the preprocessing config for models
-that take pseudo-RGB, and free-form metadata such as the training run). It needs no pickle and no
-code beyond this package to load. Exports written by a trainer record in ``meta`` the ``step``
+and keyword arguments for :func:`uotisp_lib.models.build_isp`, ``source``: the ``module:qualname``
+of the network's class, the preprocessing config for models that take pseudo-RGB, and free-form
+metadata such as the training run). It needs no pickle; a built-in network needs no code beyond
+this package, a plug-in one (:mod:`uotisp_lib.models.registry`) its module on the import path. Exports written by a trainer record in ``meta`` the ``step``
 they came from and their ``role`` (``latest`` for ``<run>/export``, ``best`` for ``<run>/best``);
 :func:`stale_export` says when a ``latest`` export is older than its run's newest checkpoint.
 """
@@ -96,6 +97,8 @@ def export_isp(
     """Write ``model`` as an export folder ``out`` (replaced atomically as a whole)."""
     from safetensors.torch import save_file
 
+    from uotisp_lib.models.registry import isp_source
+
     out = Path(out)
     clean_stale_temps(out.parent, out.name)
     tmp = make_temp_dir(out)
@@ -108,6 +111,7 @@ def export_isp(
             "arch": arch,
             "arch_kwargs": arch_kwargs or {},
             "input_kind": getattr(model, "input_kind", "rgb"),
+            "source": isp_source(model),  # module:qualname, so a plug-in class is found again
             "preprocess": dataclasses.asdict(preprocess) if preprocess is not None else None,
             "meta": meta or {},
         }
@@ -128,8 +132,6 @@ def load_isp(path: str | Path, device: str | torch.device = "cpu") -> ISPBundle:
     """Load an export folder written by :func:`export_isp`."""
     from safetensors.torch import load_file
 
-    from uotisp_lib.models import build_isp
-
     path = Path(path)
     spec_file = path / "isp.json"
     if not spec_file.is_file():
@@ -140,13 +142,10 @@ def load_isp(path: str | Path, device: str | torch.device = "cpu") -> ISPBundle:
         raise ValueError(f"{spec_file}: not valid JSON ({err})") from None
     if spec.get("format") != FORMAT:
         raise ValueError(f"{spec_file}: format {spec.get('format')!r}, expected {FORMAT!r}")
-    from uotisp_lib.models import ISP_REGISTRY
-
     arch, kwargs = spec.get("arch"), spec.get("arch_kwargs") or {}
-    if arch not in ISP_REGISTRY:
-        raise ValueError(f"{spec_file}: unknown architecture {arch!r}; expected one of {sorted(ISP_REGISTRY)}")
+    cls = _isp_class(spec_file, arch, spec.get("source"))
     try:
-        model = build_isp(arch, **kwargs)
+        model = cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{spec_file}: arch_kwargs {kwargs} do not build {arch!r} ({_one_line(err)})") from None
     weights = path / "model.safetensors"
@@ -165,6 +164,32 @@ def load_isp(path: str | Path, device: str | torch.device = "cpu") -> ISPBundle:
     model = model.to(device)
     model = model.to(memory_format=inference_layout(next(model.parameters()).device))
     return ISPBundle(model.eval(), spec["arch"], spec["arch_kwargs"], pre, spec.get("meta", {}))
+
+
+def _isp_class(spec_file: Path, arch: object, source: object):
+    """The class of an export's ``arch``: a registered name, an import path ``module:Class``, or
+    (a plug-in registered by name in another process) the ``source`` it was saved from. A class that
+    cannot be found is a one-line ValueError naming it."""
+    from uotisp_lib.models.registry import ISP_REGISTRY, resolve_isp
+
+    if not isinstance(arch, str) or not arch:
+        raise ValueError(f"{spec_file}: arch {arch!r}; expected a registered ISP name or package.module:Class")
+    if arch in ISP_REGISTRY or ":" in arch:
+        where = arch
+    elif isinstance(source, str) and ":" in source:
+        where = source
+    else:
+        raise ValueError(f"{spec_file}: unknown architecture {arch!r}; expected one of {sorted(ISP_REGISTRY)}")
+    try:
+        cls = resolve_isp(where)
+    except ValueError as err:
+        raise ValueError(f"{spec_file}: {err}; put its package on PYTHONPATH (or install it)") from None
+    if ":" not in arch and arch not in ISP_REGISTRY:  # importing the source must register the name
+        raise ValueError(
+            f"{spec_file}: unknown architecture {arch!r}; expected one of {sorted(ISP_REGISTRY)} "
+            f"(importing its source {source!r} did not register it)"
+        )
+    return ISP_REGISTRY.get(arch, cls)
 
 
 def _one_line(err: BaseException) -> str:

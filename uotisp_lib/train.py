@@ -13,7 +13,8 @@ changes), and a paired upper bound (the true ground truth of each source, L1 + S
 
 Every epoch ends with validation metrics (when ground truth exists), a ground-truth-free early-
 stopping proxy, an atomic checkpoint (resume continues exactly: weights, optimisers, step and every
-RNG) and an export of the current map (:func:`uotisp_lib.inference.export_isp`).
+RNG), the history so far as ``history.csv`` and an export of the current map
+(:func:`uotisp_lib.inference.export_isp`).
 """
 
 from __future__ import annotations
@@ -166,17 +167,26 @@ class EpochTrainer:
                 out["proxy"] = colour_distance(preds, self.proxy_targets)
         return out
 
-    def fit(self, resume: bool = True, stop_after_epochs: int | None = None, progress: bool = False) -> list[dict]:
+    def fit(
+        self,
+        resume: bool = True,
+        stop_after_epochs: int | None = None,
+        progress: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> list[dict]:
         """Train to ``self.epochs`` (resuming from the newest intact checkpoint when ``resume``).
 
         ``stop_after_epochs`` ends early after that many epochs *in this call* (to simulate an
-        interruption in tests). Returns the history: one dict per epoch. The run folder is locked
-        for the call (:func:`uotisp_lib.checkpoint.run_lock`): a second trainer is refused.
+        interruption in tests). ``progress``: a tqdm bar per epoch with the running mean losses.
+        ``log`` (e.g. ``print``) is told when a run resumes (``resumed from step N (config hash
+        H)``) or is reused finished. Returns the history: one dict per epoch, also written as
+        ``run_dir/history.csv`` (atomically, after each checkpoint). The run folder is locked for
+        the call (:func:`uotisp_lib.checkpoint.run_lock`): a second trainer is refused.
         """
         with run_lock(self.run_dir):
-            return self._fit(resume, stop_after_epochs, progress)
+            return self._fit(resume, stop_after_epochs, progress, log)
 
-    def _fit(self, resume: bool, stop_after_epochs: int | None, progress: bool) -> list[dict]:
+    def _fit(self, resume: bool, stop_after_epochs: int | None, progress: bool, log: Callable[[str], None] | None) -> list[dict]:
         """:meth:`fit` under the run lock."""
         from tqdm.auto import tqdm
 
@@ -187,9 +197,11 @@ class EpochTrainer:
             if last is not None:
                 _check_same_config(last, self.state.extra.get("config"), wanted)
                 self._refresh_export()
+                write_history(self.run_dir / HISTORY, self.state.history)
+                if log is not None:
+                    log(self._resume_message())
         done_here = 0
         stems = list(self.sources.stems)
-        bar = tqdm(total=self.epochs, initial=self.state.extra["epoch"], desc="epochs", disable=not progress)
         while self.state.extra["epoch"] < self.epochs:
             if stop_after_epochs is not None and done_here >= stop_after_epochs:
                 break
@@ -197,11 +209,14 @@ class EpochTrainer:
             t0 = time.perf_counter()
             order = torch.randperm(len(stems), generator=self.state.generators["order"]).tolist()
             sums: dict[str, float] = {}
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", disable=not progress)
             for b in range(self.steps_per_epoch):
                 batch = [stems[i] for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
                 for k, v in self.train_step(batch, epoch).items():
                     sums[k] = sums.get(k, 0.0) + v
                 self.state.step += 1
+                bar.set_postfix(_running(sums, b + 1), refresh=False)
+                bar.update(1)
             record: dict = {"epoch": epoch + 1, "step": self.state.step, "seconds": time.perf_counter() - t0}
             record.update({k: v / self.steps_per_epoch for k, v in sums.items()})
             record.update(self.evaluate())
@@ -212,12 +227,21 @@ class EpochTrainer:
                 # model selection on the validation split: the best epoch's map, exported beside the last
                 self.state.extra.update(best_val_psnr=float(record["val_psnr"]), best_epoch=epoch + 1)
                 self.export(self.run_dir / "best")
+            scores = {k: record[k] for k in ("val_psnr", "proxy") if k in record}
+            bar.set_postfix({**_running(sums, self.steps_per_epoch), **_running(scores, 1)})
+            bar.close()
             save_checkpoint(ckpt_dir, self.state)
+            write_history(self.run_dir / HISTORY, self.state.history)
             self.export()
             done_here += 1
-            bar.update(1)
-        bar.close()
         return list(self.state.history)
+
+    def _resume_message(self) -> str:
+        """One line: where a resumed run continues, or that a finished run is reused as it is."""
+        epoch, step, digest = self.state.extra["epoch"], self.state.step, config_hash(self.state.extra.get("config"))
+        if epoch >= self.epochs:
+            return f"finished run reused: {self.run_dir} is at epoch {epoch}/{self.epochs}, step {step} (config hash {digest}); nothing to train"
+        return f"resumed from step {step} (config hash {digest}), epoch {epoch}/{self.epochs}"
 
     def export(self, out: Path | None = None) -> Path:
         """Write the evaluated map as ``run_dir/export`` (or ``out``; see :mod:`uotisp_lib.inference`).
@@ -236,6 +260,52 @@ class EpochTrainer:
             self.export()
 
 
+#: per-epoch history of a run, beside its ``ckpt`` folder
+HISTORY = "history.csv"
+
+#: logged values shown first in the progress bar, when a trainer logs them
+_SHOWN = ("total", "l1", "map/loss", "map/cost", "potential/potential_gap")
+
+
+def _running(sums: dict[str, float], n: int, limit: int = 3) -> dict[str, str]:
+    """Running means of the first ``limit`` logged values (those of :data:`_SHOWN` first), formatted."""
+    keys = [k for k in _SHOWN if k in sums] + [k for k in sums if k not in _SHOWN]
+    return {k: f"{sums[k] / n:.4g}" for k in keys[:limit]}
+
+
+def write_history(path: str | Path, history: Sequence[dict]) -> Path:
+    """Write a run's history (one dict per epoch) as CSV atomically: one row per epoch, the columns
+    in order of first appearance; values missing from an epoch are left empty."""
+    import csv
+    import io
+
+    from uotisp_lib.io import atomic_write_text
+
+    columns = list(dict.fromkeys(k for rec in history for k in rec))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def config_hash(config: object) -> str:
+    """First 12 hex digits of the SHA-256 of a config's stable JSON (:func:`uotisp_lib.config.dumps`)."""
+    import hashlib
+
+    from uotisp_lib.config import dumps
+
+    return hashlib.sha256(dumps(config).encode()).hexdigest()[:12]
+
+
+class ConfigMismatchError(ValueError):
+    """A run folder holds a checkpoint trained with another configuration; ``diff`` names the fields."""
+
+    def __init__(self, message: str, run_dir: Path, diff: list[str]) -> None:
+        super().__init__(message)
+        self.run_dir, self.diff = run_dir, diff
+
+
 def _check_same_config(path: Path, saved: dict | None, wanted: dict | None) -> None:
     """Refuse to resume a run trained with other hyper-parameters (it would be reported under the
     new ones). Compared after a round trip through the checkpoint, field by field."""
@@ -243,9 +313,11 @@ def _check_same_config(path: Path, saved: dict | None, wanted: dict | None) -> N
         return
     diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
     shown = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in diff[:4])
-    raise ValueError(
+    raise ConfigMismatchError(
         f"{path}: this checkpoint was trained with another configuration ({shown}); "
-        f"use another run folder, delete {path.parent}, or fit(resume=False)"
+        f"use another run folder, delete {path.parent}, or fit(resume=False)",
+        path.parent.parent,
+        diff,
     )
 
 

@@ -1,6 +1,6 @@
 """The ``uotisp`` command. One module per subcommand, each with ``add_parser(sub)`` and ``run(args)``.
 
-Subcommands: synth, stitch, match, infer, reproduce. Every subcommand takes ``--threads N`` and runs
+Subcommands: synth, stitch, match, train, eval, infer, reproduce. Every subcommand takes ``--threads N`` and runs
 inside :func:`uotisp_lib.threads.use_threads`. Subcommand modules import torch (and other heavy
 libraries) inside ``run``, never at module level, so ``uotisp --help`` loads no torch.
 """
@@ -21,14 +21,28 @@ SUBCOMMANDS = {
     "synth": "synth",
     "stitch": "stitch",
     "match": "match",
+    "train": "train",
+    "eval": "eval",
     "infer": "infer",
     "reproduce": "reproduce",
 }
 
 
+#: what ``uotisp --help`` tells a user (the module docstring is for developers)
+DESCRIPTION = """Learn a camera ISP (packed RAW -> sRGB) with optimal transport, and use it.
+
+A typical session: `uotisp synth` (or bring a UP-ISP folder: train/raws, train/jpegs, test/raws),
+`uotisp train --data DIR --out RUN`, `uotisp eval --checkpoint RUN/export --data DIR`,
+`uotisp infer --checkpoint RUN/export --input RAWS --output PNGS`.
+Run `uotisp COMMAND --help` for the options of each command."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uotisp", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from uotisp_lib import __version__
+
+    parser = argparse.ArgumentParser(prog="uotisp", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"uotisp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     for name, module in SUBCOMMANDS.items():
         mod = importlib.import_module(f"uotisp_lib.cli.{module}")
         p = mod.add_parser(sub)

@@ -1,7 +1,9 @@
 """Networks: ISP maps (RAW / pseudo-RGB -> sRGB) with a name registry, and discriminators.
 
-``build_isp("colornet" | "tinyraw" | "unet_isp", **kw)`` builds an ISP; every ISP has
-``input_kind`` ("rgb" or "packed") and outputs sRGB in [0, 1]. The expert committee of
+``build_isp("colornet" | "tinyraw" | "unet_isp" | "package.module:Class", **kw)`` builds an ISP;
+every ISP has ``input_kind`` ("rgb" or "packed") and outputs sRGB in [0, 1]. Networks of your own
+are registered with ``@register_isp("name", input_kind=...)`` or named by import path
+(:mod:`~uotisp_lib.models.registry`). The expert committee of
 EGUOT-ISP lives in :mod:`~uotisp_lib.models.experts`; the UOT potential in
 :mod:`~uotisp_lib.models.discriminators` (:class:`PotentialNet`).
 """
@@ -26,6 +28,7 @@ from uotisp_lib.models.isp import (
     count_parameters,
     identity_lut,
 )
+from uotisp_lib.models.registry import ISPNotFoundError, isp_source, register_isp, resolve_isp
 
 __all__ = [
     "EXPERTS",
@@ -36,6 +39,10 @@ __all__ = [
     "StructureExpert",
     "build_committee",
     "ISP_REGISTRY",
+    "ISPNotFoundError",
+    "isp_source",
+    "register_isp",
+    "resolve_isp",
     "ColorNet",
     "Lut3d",
     "TinyRawNet",

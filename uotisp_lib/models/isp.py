@@ -23,11 +23,11 @@ Clamping: ``clamp="hard"`` is ``torch.clamp`` (zero gradient outside [0, 1]);
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from uotisp_lib.models.registry import ISP_REGISTRY, build_isp
 
 __all__ = [
     "ISP_REGISTRY",
@@ -273,18 +273,4 @@ class UNetISP(nn.Module):
 
 
 # --------------------------------------------------------------------------- registry
-ISP_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "colornet": ColorNet,
-    "tinyraw": TinyRawNet,
-    "unet_isp": UNetISP,
-}
-
-
-def build_isp(name: str, **kwargs: object) -> nn.Module:
-    """Build a registered ISP network by name (``colornet``, ``tinyraw``, ``unet_isp``).
-
-    Keyword arguments go to the model's constructor, e.g. ``build_isp("colornet", head="lut3d")``.
-    """
-    if name not in ISP_REGISTRY:
-        raise KeyError(f"build_isp: unknown ISP {name!r}; expected one of {sorted(ISP_REGISTRY)}")
-    return ISP_REGISTRY[name](**kwargs)
+ISP_REGISTRY.update({"colornet": ColorNet, "tinyraw": TinyRawNet, "unet_isp": UNetISP})

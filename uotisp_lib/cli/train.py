@@ -1,0 +1,252 @@
+"""``uotisp train``: train an ISP on a UP-ISP folder with the UOT or the pseudo-pair trainer.
+
+The run folder ``--out`` holds ``ckpt/`` (checkpoints, one per epoch), ``export/`` (the latest map,
+for ``uotisp infer`` / ``eval``), ``best/`` (the map of the best validation epoch, when the data has
+val/gt) and ``history.csv`` (one row per epoch). Running the same command again resumes from the
+newest checkpoint (or reuses a finished run); ``--fresh`` moves the old run aside and starts over.
+
+The configuration starts from the profile (``--profile``: the study defaults of notebooks 04 / 05),
+then ``--config FILE.toml``, then ``--arch`` / ``--mode`` / ``--seed``, then each ``--set key=value``
+(fields of UOTTrainConfig or PseudoPairConfig, dotted for nested ones: ``--set uot.tau=8``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+TRAINERS = ("uot", "pseudo-pairs")
+MODES = ("unpaired", "paired")
+PROFILES = ("smoke", "cpu", "full")  # uotisp_lib.config.PROFILES (not imported: keeps --help fast)
+
+EXAMPLES = """examples:
+  uotisp train --data DATA --out runs/uot --profile cpu
+  uotisp train --data DATA --out runs/uot --arch unet_isp --set uot.tau=8 --set epochs=20
+  uotisp train --data DATA --out runs/mine --arch mypkg.nets:MyISP --set arch_kwargs='{width=16}'
+  uotisp train --trainer pseudo-pairs --mode paired --data DATA --out runs/l1
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train", help="train an ISP (UOT or pseudo-pairs) on a UP-ISP folder; resumes automatically",
+        description=__doc__.split("\n\n", 1)[1], epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--trainer", choices=TRAINERS, default="uot", help="uot (EGUOT-ISP, default) or pseudo-pairs (Borelli)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="unpaired (default): train/raws -> train/jpegs; paired: also the ground truth train/gt")
+    p.add_argument("--arch", default=None,
+                   help="ISP network: colornet, tinyraw, unet_isp, a registered plug-in, or package.module:Class "
+                        "(default: the profile's)")
+    p.add_argument("--data", default="",
+                   help="UP-ISP folder: train/raws/*.npy, train/jpegs/*.jpg (+ train/gt for paired, val/ and test/ "
+                        "optional); default: the profile's synthetic benchmark, built on first use")
+    p.add_argument("--out", required=True, help="run folder (ckpt/, export/, best/, history.csv)")
+    p.add_argument("--profile", choices=PROFILES, default="smoke", help="default sizes and hyper-parameters (default smoke)")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a config field, e.g. --set epochs=20 --set uot.tau=8 (repeatable)")
+    p.add_argument("--config", default=None, metavar="FILE.toml", help="config fields from a TOML file ([uot] table for uot.*)")
+    p.add_argument("--pairs", default="fgw",
+                   help="pseudo-pairs, unpaired: fgw, ot, uot or knn (a pair graph as `uotisp match` builds), "
+                        "random, or a GRAPH.npz written by `uotisp match` (default fgw)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: an existing run folder is moved aside to <out>.old-<time> (never deleted)")
+    return p
+
+
+def build_config(trainer: str, profile, overrides: dict, mode: str | None, arch: str | None, seed: int | None):
+    """The trainer's config: the profile's defaults, then ``overrides`` (``--config`` entries, then
+    ``--arch`` / ``--mode`` / ``--seed``, then ``--set``; see :mod:`uotisp_lib.overrides`)."""
+    from uotisp_lib.experiments import pseudo_pair_config
+    from uotisp_lib.overrides import apply_overrides
+    from uotisp_lib.study import base_config
+
+    flags = {}
+    if arch is not None:
+        flags["arch"] = (arch, f"--arch {arch}")
+    if seed is not None:
+        flags["seed"] = (seed, f"--seed {seed}")
+    if mode is not None:
+        flags["mode" if trainer == "uot" else "paired"] = (mode if trainer == "uot" else mode == "paired", f"--mode {mode}")
+    ov = {**overrides["config"], **flags, **overrides["set"]}
+    first = {k: v[0] for k, v in ov.items() if k in ("arch", "seed", "paired")}
+    arch0 = first["arch"] if isinstance(first.get("arch"), str) else None
+    seed0 = first["seed"] if isinstance(first.get("seed"), int) else 0
+    if trainer == "uot":
+        base = base_config(profile.uot, arch0 or profile.uot.arch, seed0)
+    else:
+        base = pseudo_pair_config(profile.train, arch0 or "colornet", seed0, paired=first.get("paired") is True)
+    return apply_overrides(base, ov)
+
+
+def check_arch(cfg) -> str:
+    """Build the configured network once (cheap) -> its ``input_kind``; one-line errors name --arch."""
+    from uotisp_lib.models import resolve_isp
+
+    try:
+        cls = resolve_isp(cfg.arch)
+    except KeyError as err:
+        raise ValueError(f"--arch {cfg.arch}: {err.args[0]}") from None
+    except ValueError as err:
+        raise ValueError(f"--arch {cfg.arch}: {err}") from None
+    try:
+        model = cls(**dict(cfg.arch_kwargs))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--arch {cfg.arch}: arch_kwargs {dict(cfg.arch_kwargs)} do not build it ({' '.join(str(err).split())})") from None
+    return model.input_kind
+
+
+def check_data(root: Path, need_gt: bool) -> None:
+    """One line naming --data unless ``root`` holds train/raws and train/jpegs (and train/gt)."""
+    from uotisp_lib.data.layouts import scan_upisp
+
+    if not root.is_dir():
+        raise ValueError(f"--data {root}: {'is not a folder' if root.exists() else 'does not exist'}; expected a UP-ISP folder")
+    layout = scan_upisp(root)
+    kinds = ("raws", "jpegs", "gt") if need_gt else ("raws", "jpegs")
+    for kind in kinds:
+        if not layout.files.get("train", {}).get(kind):
+            why = " (--mode paired needs the ground truth)" if kind == "gt" else ""
+            raise ValueError(f"--data {root}: no train/{kind}{why}; expected train/raws/*.npy, train/jpegs/*.jpg"
+                             + (", train/gt/*.png" if need_gt else ""))
+
+
+def check_out(out: Path, fresh: bool) -> None:
+    """Refuse a non-empty --out that holds no run (its files would mix with a run's)."""
+    from uotisp_lib.cli.common import is_empty_dir
+    from uotisp_lib.io import check_output_path
+
+    check_output_path(out, "--out")
+    if out.is_dir() and not is_empty_dir(out) and not fresh and not (out / "ckpt").is_dir():
+        raise ValueError(f"--out {out}: folder is not empty and holds no run (no ckpt/); expected a new folder, "
+                         "an empty one, or a run folder to resume (or --fresh to move it aside)")
+
+
+def move_aside(out: Path) -> Path | None:
+    """Rename a non-empty run folder to ``<out>.old-<time>`` (under its run lock, so a folder in use
+    is refused); None when there is nothing to move."""
+    from uotisp_lib.checkpoint import RunLockedError, run_lock
+    from uotisp_lib.cli.common import is_empty_dir
+
+    if not out.exists() or is_empty_dir(out):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = out.with_name(f"{out.name}.old-{stamp}"), 1
+    while aside.exists():
+        aside, n = out.with_name(f"{out.name}.old-{stamp}-{n}"), n + 1
+    try:
+        with run_lock(out):
+            os.rename(out, aside)
+    except RunLockedError as err:
+        raise ValueError(f"--out {err}") from None
+    return aside
+
+
+def pair_sampler(spec: str, root: Path, data, match, device: str):
+    """The pair sampler of ``--pairs``: random, a matching method, or a GRAPH.npz."""
+    from uotisp_lib.experiments import graph_pair_fn, random_pair_fn
+    from uotisp_lib.matching import PairGraph, build_pair_graph
+
+    if spec == "random":
+        return random_pair_fn(data.targets.stems)
+    if spec.endswith(".npz"):
+        graph = PairGraph.load(spec)
+    else:
+        graph, _ = build_pair_graph(root, spec, k=match.k_images, k_patch=match.k_patches, backend=match.backend,
+                                    seed=0, device=device, target_ids=data.target_image_ids)
+    return graph_pair_fn(graph, set(data.targets.stems))
+
+
+def check_pairs(spec: str) -> None:
+    from uotisp_lib.matching import METHODS
+
+    if spec == "random" or spec in METHODS:
+        return
+    if not spec.endswith(".npz"):
+        raise ValueError(f"--pairs {spec}: expected one of {', '.join(METHODS)}, or a GRAPH.npz file")
+    if not Path(spec).is_file():
+        raise ValueError(f"--pairs {spec}: no such file; expected a GRAPH.npz written by `uotisp match`")
+
+
+def run(args: argparse.Namespace) -> int:
+    from uotisp_lib.checkpoint import RunLockedError
+    from uotisp_lib.cli.common import at_least, device
+    from uotisp_lib.config import get_profile, seed_everything
+    from uotisp_lib.overrides import load_toml, parse_sets
+    from uotisp_lib.train import ConfigMismatchError, config_hash
+
+    # ---- everything checked before any work
+    if args.seed is not None:
+        at_least(args.seed, 0, "--seed")
+    dev = device(args.device)
+    out = Path(args.out)
+    check_out(out, args.fresh)
+    profile = get_profile(args.profile)
+    overrides = {"config": load_toml(args.config) if args.config else {}, "set": parse_sets(args.overrides)}
+    cfg = build_config(args.trainer, profile, overrides, args.mode, args.arch, args.seed)
+    paired = cfg.mode == "paired" if args.trainer == "uot" else cfg.paired
+    check_arch(cfg)
+    if args.trainer == "pseudo-pairs" and not paired:
+        check_pairs(args.pairs)
+    if args.data:
+        check_data(Path(args.data), paired)
+    # ---- the work
+    aside = move_aside(out) if args.fresh else None
+    if aside is not None:
+        print(f"--fresh: moved the old run {out} aside to {aside}")
+    seed_everything(cfg.seed)
+    root = _data_root(args, profile, cfg.seed, dev)
+    from uotisp_lib.experiments import load_training_data, run_pseudo_pair, run_uot
+
+    data = load_training_data(root, proxy_fraction=profile.train.proxy_fraction, seed=cfg.seed)
+    print(f"train {args.trainer} ({'paired' if paired else 'unpaired'}, {cfg.arch}) on {root}: {len(data.raw_train)} RAW "
+          f"patches, {len(data.targets)} target patches; config hash {config_hash(cfg)} -> {out}")
+    try:
+        if args.trainer == "uot":
+            row, trainer = run_uot(data, cfg, out, dev, progress=True, log=print)
+        else:
+            row, trainer = _run_pseudo_pairs(args, cfg, paired, root, data, profile, dev, run_pseudo_pair)
+    except RunLockedError as err:
+        raise ValueError(f"--out {err}") from None
+    except ConfigMismatchError as err:
+        raise ValueError(f"--out {out}: holds a run of another configuration ({', '.join(err.diff)} differ); "
+                         "use --fresh to move it aside and start over, or another --out") from None
+    _report(trainer, row, out)
+    return 0
+
+
+def _data_root(args: argparse.Namespace, profile, seed: int, dev: str) -> Path:
+    """``--data``, or the profile's synthetic benchmark (the UOT study's own for ``--trainer uot``)."""
+    from uotisp_lib.config import resolve_run
+    from uotisp_lib.data import ensure_dataset
+
+    run_cfg = resolve_run(profile.name, args.data or None, dev, seed)
+    if args.data or args.trainer != "uot" or profile.uot.synth is None:
+        return ensure_dataset(run_cfg)
+    return ensure_dataset(run_cfg, profile.uot.synth, "uot")
+
+
+def _run_pseudo_pairs(args, cfg, paired: bool, root: Path, data, profile, dev: str, run_pseudo_pair):
+    from uotisp_lib.features import load_gram_extractor
+    from uotisp_lib.preprocessing import PreprocessConfig
+
+    pair_fn, extractor = None, None
+    if not paired:
+        pair_fn = pair_sampler(args.pairs, root, data, profile.match, dev)
+        if profile.train.gram:
+            extractor, _ = load_gram_extractor("auto", dev)
+    return run_pseudo_pair(data, cfg, args.out, pair_fn, dev, PreprocessConfig(), extractor, progress=True, log=print)
+
+
+def _report(trainer, row: dict, out: Path) -> None:
+    """The run's last epoch, where its export and history are, and how to score it."""
+    last = trainer.state.history[-1] if trainer.state.history else {}
+    scores = "".join(f", {k} {last[k]:.4g}" for k in ("val_psnr", "proxy") if k in last)
+    best = f", best: {out / 'best'} (epoch {trainer.state.extra['best_epoch']})" if "best_epoch" in trainer.state.extra else ""
+    print(f"done: epoch {trainer.state.extra['epoch']}/{trainer.epochs}, step {trainer.state.step}{scores}; "
+          f"export: {out / 'export'}{best}; history: {out / 'history.csv'}")
+    print(f"score it: uotisp eval --checkpoint {out / 'export'} --data DATA --split test")
