@@ -170,7 +170,7 @@ def bar_chart(
     if ax is None:
         fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(df) + 1.5), 3.4))
     cols = [label] if isinstance(label, str) else list(label)
-    names = df[cols].astype(str).agg("\n".join, axis=1).tolist()
+    names = df[cols].astype(str).agg(" / ".join, axis=1).tolist()
     heights = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=float)
     yerr = None
     if se is not None:
