@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from uotisp_lib import config, reporting
+from uotisp_lib import config, plots, reporting
 from uotisp_lib.data import camera, ensure_dataset, sources
 from uotisp_lib.data.layouts import scan_upisp
 from uotisp_lib.data.synth import read_meta
@@ -96,7 +96,8 @@ split0 = "val" if "val" in layout.splits else layout.splits[-1]
 image_id = next(iter(layout.images(split0, "raws")))
 raw = full_image(split0, "raws", image_id)
 names = ["R", "Gr", "Gb", "B"]
-fig = reporting.image_grid([raw[c : c + 1] / 1023.0 for c in range(4)], [f"{image_id}: {n}" for n in names], ncols=4)
+fig = plots.scalar_grid([raw[c] for c in range(4)], [f"{image_id}: {n}" for n in names], "RAW code (10-bit DN)",
+                        ncols=4, cmap="gray", vmin=0, vmax=1023)
 reporting.save_figure(fig, run.results_dir, "raw_channels");
 
 # %% [markdown]
@@ -137,9 +138,13 @@ sensor = lin / gains[:, :, None, None]
 packed = camera.forward(srgb, gains, cam, generator=gen, noise=True)
 codes = camera.quantize(packed, cam)
 bayer = camera.unpack_mosaic(packed)
-steps = [srgb[0], lin[0], sensor[0], bayer[0], camera.dequantize(codes.to(torch.int32), cam)[0, 1:2]]
-titles = ["sRGB scene", "camera RGB (linear)", f"/ gains {gains[0].numpy().round(2)}", "RGGB mosaic + noise", "10-bit Gr plane"]
-fig = reporting.image_grid(steps, titles, ncols=5)
+fig = plots.image_and_maps([
+    ("sRGB scene", srgb[0], None),
+    ("camera RGB (linear)", lin[0], None),
+    (f"/ gains {gains[0].numpy().round(2)}", sensor[0], None),
+    ("RGGB mosaic + noise", bayer[0], None),
+    ("10-bit Gr plane", codes[0, 1].float(), "RAW code (10-bit DN)"),
+])
 reporting.save_figure(fig, run.results_dir, "camera_model");
 
 # %% [markdown]

@@ -65,7 +65,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from uotisp_lib import config, reporting
+from uotisp_lib import config, plots, reporting
 from uotisp_lib.data import ensure_dataset
 from uotisp_lib.data.layouts import scan_upisp
 from uotisp_lib.preprocessing import PreprocessConfig, Preprocessor
@@ -90,13 +90,13 @@ grid = infer_grid(patches, kind="raw")
 raw = stitch(patches, grid.rows, grid.cols)[None].to(run.device)
 stages = Preprocessor(PreprocessConfig(wb="gray_world")).stages(raw)
 shown = {
-    "normalised (Gr)": stages["normalized"][0, 1:2],
     "white-balanced (R, Gr, B)": stages["white_balanced"][0, [0, 1, 3]],
     "Bayer mosaic": stages["bayer"][0],
     "demosaiced (linear)": stages["demosaiced"][0],
     "output (gamma 1/2.2)": stages["output"][0],
 }
-fig = reporting.image_grid(list(shown.values()), [f"{k}" for k in shown], ncols=5)
+fig = plots.image_and_maps([("normalised (Gr)", stages["normalized"][0, 1], "normalised RAW (0-1)"),
+                            *((k, v, None) for k, v in shown.items())])
 reporting.save_figure(fig, run.results_dir, "preprocessing_stages")
 print(f"{image_id}: grid {grid.rows}x{grid.cols} (confidence {grid.confidence:.2f})")
 

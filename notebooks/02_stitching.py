@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-from uotisp_lib import config, reporting
+from uotisp_lib import config, plots, reporting
 from uotisp_lib.data import ensure_dataset
 from uotisp_lib.data.layouts import scan_upisp
 from uotisp_lib.data.synth import grid_cases, read_meta
@@ -199,6 +199,7 @@ for ax, method in zip(axes, ("mean", "evidence")):
     colors = ["tab:green" if (r, c) == (case.rows, case.cols) else "tab:gray" for r, c in scores]
     ax.bar(labels, list(scores.values()), color=colors)
     ax.set_title(f"{method}: true grid {case.rows}x{case.cols} in green")
+    ax.set_xlabel("candidate grid (rows x columns of patches)")
     ax.set_ylabel("score (lower is better)")
 fig.tight_layout()
 reporting.save_figure(fig, run.results_dir, "seam_landscape");

@@ -71,7 +71,7 @@ import pandas as pd
 from IPython.display import Markdown
 from tqdm.auto import tqdm
 
-from uotisp_lib import config, reporting
+from uotisp_lib import config, plots, reporting
 from uotisp_lib.data import ensure_dataset
 from uotisp_lib.matching import build_pair_graph, load_image_set, pair_quality
 
@@ -154,9 +154,7 @@ shown = [m for m in ("knn", "ot", "fgw", "uot") if m in matches]
 fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.4), squeeze=False)
 for ax, m in zip(axes[0], shown):
     plan = matches[m]["image_match"].plan
-    ax.imshow(plan / plan.max(), cmap="viridis", aspect="auto")
-    ax.set_title(m)
-    ax.set_xlabel("target image")
-    ax.set_ylabel("source image")
+    plots.scalar_image(ax, plan / plan.sum(), "transport mass (fraction of total)", title=m,
+                       xlabel="target image (index)", ylabel="source image (index)", aspect="auto")
 fig.tight_layout()
 reporting.save_figure(fig, run.results_dir, "transport_plans");

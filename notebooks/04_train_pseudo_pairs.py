@@ -68,11 +68,15 @@ import torch
 from IPython.display import Markdown
 from tqdm.auto import tqdm
 
-from uotisp_lib import config, losses, reporting, stats
+from uotisp_lib import config, losses, plots, reporting, stats
 from uotisp_lib.data import ensure_dataset
-from uotisp_lib.experiments import graph_pair_fn, load_training_data, model_inputs, random_pair_fn, run_pseudo_pair
+from uotisp_lib.experiments import (
+    graph_pair_fn, image_layout, image_stems, load_training_data, model_inputs, random_pair_fn, render_image,
+    run_pseudo_pair,
+)
 from uotisp_lib.features import load_gram_extractor
 from uotisp_lib.matching import build_pair_graph
+from uotisp_lib.stitching import stitch
 from uotisp_lib.preprocessing import PreprocessConfig
 from uotisp_lib.train import PseudoPairConfig
 
@@ -111,16 +115,17 @@ bins = torch.arange(64) / 64 + 0.5 / 64
 axes[2].plot(bins, stats.soft_histogram_y(src)[0], label="source")
 axes[2].plot(bins, stats.soft_histogram_y(tgt)[0], label="target")
 axes[2].legend(fontsize=7)
+axes[2].set_xlabel("Y (luma, 0-1)")
+axes[2].set_ylabel("fraction of pixels per bin")
 axes[2].set_title(f"soft Y histograms (loss {float(values['Y hist']):.2e})", fontsize=9)
 for ax, img, name in ((axes[3], src, "source"), (axes[4], tgt, "target")):
-    ax.imshow(stats.soft_histogram_uv(img)[0].view(32, 32).T, origin="lower", extent=(0, 1, 0, 1))
-    ax.set_xlabel("U + 0.5")
-    ax.set_ylabel("V + 0.5")
-    ax.set_title(f"UV histogram, {name}", fontsize=9)
+    plots.scalar_image(ax, stats.soft_histogram_uv(img)[0].view(32, 32).T, "fraction of pixels per bin",
+                       title=f"UV histogram, {name}", xlabel="U + 0.5", ylabel="V + 0.5",
+                       origin="lower", extent=(0, 1, 0, 1))
 tv_map = (src[..., 1:, :-1] - src[..., :-1, :-1]).abs().sum(1) + (src[..., :-1, 1:] - src[..., :-1, :-1]).abs().sum(1)
-axes[5].imshow(tv_map[0], cmap="magma")
-axes[5].set_title(f"TV map of the source (loss {float(values['TV (source)']):.3f})", fontsize=9)
-for ax in (axes[0], axes[1], axes[5]):
+plots.scalar_image(axes[5], tv_map[0], "|dx| + |dy| summed over RGB (sRGB units)", cmap="magma",
+                   title=f"TV map of the source (loss {float(values['TV (source)']):.3f})")
+for ax in (axes[0], axes[1]):
     ax.axis("off")
 fig.tight_layout()
 reporting.save_figure(fig, run.results_dir, "loss_examples")
@@ -180,6 +185,37 @@ Markdown(note + "\n\n" + reporting.discuss_table(
 ))
 
 # %% [markdown]
+# ## The comparison as bars
+# Means over the test patches; error bars are one standard error over the test *images* (patches
+# averaged per image first), so they say how much the ranking could move with other test images.
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+for ax, (col, unit) in zip(axes, (("psnr", "PSNR (dB, higher is better)"), ("ssim", "SSIM (0-1, higher is better)"),
+                                  ("de2000", "mean ΔE2000 (lower is better)"))):
+    plots.bar_chart(results, col, label=["model", "pairing"], se=f"{col}_se", ylabel=unit, ax=ax)
+reporting.save_figure(fig, run.results_dir, "pseudo_pair_bars");
+
+# %% [markdown]
+# ## Outputs beside the ground truth
+# One test image rendered whole (its patches stitched) by every trained ISP, beside its ground
+# truth; then the colour histograms of the outputs against the ground truth's, and the per-pixel
+# CIEDE2000 error maps on one colour scale (the title gives each map's mean).
+
+# %%
+if data.raw_test is not None and data.gt_test is not None:
+    test_id = sorted({s.rsplit("_", 1)[0] for s in data.raw_test.stems})[0]  # the first test image
+    grid = image_layout(data, data.gt_test, test_id)
+    gt_image = stitch(data.gt_test.select(image_stems(data.gt_test, test_id)), *grid)
+    outputs = {f"{model} / {pairing}": render_image(tr, data.raw_test, test_id, grid) for (model, pairing), tr in trainers.items()}
+    fig = reporting.image_grid([gt_image, *outputs.values()], [f"{test_id}: ground truth", *outputs], ncols=3, size=3.5)
+    reporting.save_figure(fig, run.results_dir, "test_outputs")
+    fig = plots.colour_histograms({"ground truth": gt_image, **outputs}, target="ground truth")
+    reporting.save_figure(fig, run.results_dir, "colour_histograms")
+    fig = plots.de2000_maps(outputs, gt_image, ncols=3)
+    reporting.save_figure(fig, run.results_dir, "de2000_maps");
+
+# %% [markdown]
 # ## Training curves
 # Stage 1 (statistic losses) then stage 2 (lower moment / TV weights, hinge GAN) of the OT-paired
 # colornet: the total loss, the validation PSNR against ground truth, and the ground-truth-free proxy
@@ -195,6 +231,7 @@ for ax, col, title in zip(axes, ("total", "val_psnr", "proxy"), ("training loss"
     if len(stage2):
         ax.axvspan(stage2.min() - 0.5, stage2.max() + 0.5, color="tab:orange", alpha=0.15, label="stage 2")
     ax.set_xlabel("epoch")
+    ax.set_ylabel(title)
     ax.set_title(title, fontsize=9)
 axes[0].legend(fontsize=7)
 fig.tight_layout()

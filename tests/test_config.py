@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,3 +72,15 @@ def test_run_metadata_is_json_with_versions(tmp_path):
     assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"]["torch"].startswith(
         torch.__version__.split("+")[0]
     )
+
+
+def test_run_metadata_saves_paths_without_this_machines_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("UOTISP_CACHE", str(tmp_path / "cache"))
+    run = config.resolve_run("smoke", results_dir=config.default_results_root() / "smoke")
+    meta = json.loads(config.dumps(config.run_metadata(run)))
+    assert meta["run"]["data_root"] == "<cache>/synth/smoke-seed0"
+    assert meta["run"]["results_dir"] == "results/smoke"
+    assert config.portable_path(Path.home() / "x" / "y") == "~/x/y"
+    assert config.portable_path("/") == "/"
+    # the RunConfig itself keeps the real paths
+    assert run.data_root == tmp_path / "cache" / "synth" / "smoke-seed0"

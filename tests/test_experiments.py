@@ -58,3 +58,56 @@ def test_pair_graph_restricted_to_training_targets(tmp_path, monkeypatch):
     assert set(pair(list(graph.sources), torch.Generator().manual_seed(0))) <= set(data.targets.stems)
     with pytest.raises(ValueError, match="none of the 1 target_ids"):
         build_pair_graph(root, "ot", k=2, target_ids=["nope"])
+
+
+def test_image_standard_errors_are_over_image_means():
+    from uotisp_lib.experiments import image_standard_errors
+
+    stems = ["a_0", "a_1", "b_0", "b_1", "c_0"]
+    per = {"psnr": torch.tensor([10.0, 12.0, 20.0, 20.0, 200.0]), "ssim": torch.tensor([0.5, 0.5, 0.7, 0.7, 0.9])}
+    se = image_standard_errors(stems, per)
+    # image means: psnr 11, 20, 100 (capped at PSNR_CAP=100); ssim 0.5, 0.7, 0.9
+    assert se["psnr_se"] == pytest.approx(np.std([11.0, 20.0, 100.0], ddof=1) / np.sqrt(3))
+    assert se["ssim_se"] == pytest.approx(0.2 / np.sqrt(3))
+    assert np.isnan(image_standard_errors(["a_0", "a_1"], {"psnr": torch.tensor([1.0, 2.0])})["psnr_se"])
+
+
+def test_image_stems_are_in_patch_index_order():
+    from uotisp_lib.data.datasets import PatchSet
+    from uotisp_lib.experiments import image_stems
+
+    ps = PatchSet(("x_10", "x_2", "y_0", "x_0"), torch.zeros(4, 3, 2, 2))
+    assert image_stems(ps, "x") == ["x_0", "x_2", "x_10"]
+    with pytest.raises(KeyError, match="'z'"):
+        image_stems(ps, "z")
+
+
+class _FirstThreeChannels:
+    """A stand-in trainer whose map keeps the first three packed RAW channels."""
+
+    preprocess = None
+
+    def eval_model(self):
+        return type("M", (), {"input_kind": "packed"})()
+
+    def predict(self, inputs):
+        return inputs.images[:, :3]
+
+
+def test_render_image_and_score_on_with_standard_errors():
+    from uotisp_lib.data.datasets import PatchSet
+    from uotisp_lib.experiments import render_image, score_on
+    from uotisp_lib.metrics import psnr
+
+    g = torch.Generator().manual_seed(0)
+    raw = PatchSet(("a_1", "a_0", "b_0"), torch.rand(3, 4, 11, 11, generator=g))
+    img = render_image(_FirstThreeChannels(), raw, "a", (1, 2))
+    torch.testing.assert_close(img[:, :, :11], raw.images[1, :3])  # a_0 on the left
+    torch.testing.assert_close(img[:, :, 11:], raw.images[0, :3])
+    gt = PatchSet(raw.stems, (raw.images[:, :3] + torch.tensor([0.05, 0.1, 0.2]).view(3, 1, 1, 1)).clamp(0, 1))
+    row = score_on(_FirstThreeChannels(), raw, gt, se=True)
+    per = psnr(raw.images[:, :3], gt.images)
+    a, b = float(per[:2].mean()), float(per[2])
+    assert row["psnr"] == pytest.approx(float(per.mean()), rel=1e-6)
+    assert row["psnr_se"] == pytest.approx(abs(a - b) / 2, rel=1e-5)  # std(ddof=1)/sqrt(2) of two means
+    assert set(score_on(_FirstThreeChannels(), raw, gt)) == {"psnr", "ssim", "de2000"}

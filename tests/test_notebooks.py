@@ -32,7 +32,7 @@ EXPECTED: dict[str, dict] = {
     },
     "04_train_pseudo_pairs": {
         "tables": ["pseudo_pair_results"],
-        "figures": ["loss_examples", "training_curves"],
+        "figures": ["loss_examples", "training_curves", "pseudo_pair_bars", "test_outputs", "colour_histograms", "de2000_maps"],
     },
     "05_train_uot": {
         "tables": ["uot_cost_check", "uot_run_unpaired_tinyraw", "uot_study", "uot_study_summary", "uot_verdict"],
@@ -169,6 +169,8 @@ def _check_04(results: Path) -> None:
     assert params["colornet (conv1x1)"] == 7055 and params["colornet (lut3d)"] == 7055 + 107811
     assert params["tinyraw (organisers')"] == 3060
     assert df[["psnr", "ssim", "de2000"]].notna().all(axis=None)
+    # standard errors over the 2 smoke test images: finite and positive (the bars' error bars)
+    assert (df[["psnr_se", "ssim_se", "de2000_se"]] > 0).all(axis=None)
 
 
 def _check_05(results: Path) -> None:

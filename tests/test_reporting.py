@@ -166,3 +166,23 @@ def test_discuss_data_summary():
     ]
     rows.loc[1, "raw_max"] = 4095
     assert "OUTSIDE the expected range 0..1023" in reporting.discuss_data_summary(rows)
+
+
+def test_smoke_index_states_the_ci_tolerance_and_does_not_link_uncommitted_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from uotisp_lib.regen import ATOL, RTOL
+
+    fig = plt.figure()
+    for prof in ("smoke", "cpu"):
+        reporting.write_table(pd.DataFrame({"x": [1]}), tmp_path / prof, "t")
+        reporting.save_figure(fig, tmp_path / prof, "f")
+    plt.close(fig)
+    smoke = reporting.write_index(tmp_path / "smoke").read_text()
+    assert f"rtol = {RTOL:g}, atol = {ATOL:g}" in smoke and "`seconds`" in smoke and "make results-smoke" in smoke
+    assert "they are not committed" in smoke and "f.png" not in smoke
+    cpu = reporting.write_index(tmp_path / "cpu").read_text()
+    assert "- [f](figures/f.png)" in cpu and "rtol" not in cpu

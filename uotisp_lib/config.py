@@ -395,11 +395,28 @@ def environment_versions() -> dict[str, str]:
     return out
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """A path as saved in results metadata, without this machine's folders: relative to the
+    repository (``results/smoke``), or under ``<cache>`` (:func:`cache_dir`, e.g.
+    ``<cache>/synth/smoke-seed0``), or under ``~``; otherwise absolute."""
+    path = Path(path).expanduser().absolute()
+    repo = Path(__file__).resolve().parent.parent
+    for base, label in ((cache_dir().absolute(), "<cache>"), (repo, None), (Path.home(), "~")):
+        try:
+            rel = path.relative_to(base)
+        except ValueError:
+            continue
+        return rel.as_posix() if label is None else f"{label}/{rel.as_posix()}"
+    return path.as_posix()
+
+
 def run_metadata(run: RunConfig | None = None, **extra: Any) -> dict[str, Any]:
     """Config, seed, versions and any backend choices, for saving beside a result."""
     meta: dict[str, Any] = {"versions": environment_versions()}
     if run is not None:
         meta["run"] = to_jsonable(run)
+        for key in ("data_root", "results_dir"):
+            meta["run"][key] = portable_path(getattr(run, key))
     meta.update(to_jsonable(extra))
     return meta
 

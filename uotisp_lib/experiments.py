@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from uotisp_lib import metrics
@@ -88,17 +89,71 @@ def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int
     )
 
 
-def score_on(trainer, raw: PatchSet | None, gt: PatchSet | None) -> dict[str, float]:
-    """PSNR / SSIM / dE2000 of a trainer's evaluated map on ``raw`` against ``gt`` (keyed)."""
+def predict_on(trainer, raw: PatchSet) -> torch.Tensor:
+    """A trainer's evaluated map on the RAW patches ``raw`` (sRGB ``[N,3,h,w]``, in ``raw``'s order)."""
     from uotisp_lib.inference import model_input
 
-    if raw is None or gt is None:
-        return {}
     model = trainer.eval_model()
     inputs = PatchSet(raw.stems, model_input(raw.images, getattr(model, "input_kind", "rgb"), trainer.preprocess))
-    preds = trainer.predict(inputs)
-    s = metrics.summarise(metrics.evaluate(preds, gt.select(raw.stems)))
-    return {"psnr": s["psnr"], "ssim": s["ssim"], "de2000": s["de2000"]}
+    return trainer.predict(inputs)
+
+
+def score_on(trainer, raw: PatchSet | None, gt: PatchSet | None, *, se: bool = False) -> dict[str, float]:
+    """PSNR / SSIM / dE2000 of a trainer's evaluated map on ``raw`` against ``gt`` (keyed): means over
+    the patches. ``se=True`` adds ``psnr_se``, ``ssim_se``, ``de2000_se``: the standard error of the
+    mean over the test *images* (patches averaged per image first; NaN with one image)."""
+    if raw is None or gt is None:
+        return {}
+    per = metrics.evaluate(predict_on(trainer, raw), gt.select(raw.stems))
+    s = metrics.summarise(per)
+    row = {"psnr": s["psnr"], "ssim": s["ssim"], "de2000": s["de2000"]}
+    if se:
+        row.update(image_standard_errors(raw.stems, per))
+    return row
+
+
+def image_standard_errors(stems: list[str], per_patch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """``{<metric>_se}``: the standard error over images (``<img>`` of ``<img>_<idx>`` stems) of the
+    per-image means of per-patch metrics (PSNR capped like :func:`metrics.summarise`)."""
+    df = pd.DataFrame({k: v.detach().cpu().double().numpy() for k, v in per_patch.items()})
+    if "psnr" in df:
+        df["psnr"] = df["psnr"].clip(upper=metrics.PSNR_CAP)
+    df["image"] = [st.rsplit("_", 1)[0] for st in stems]
+    by_image = df.groupby("image").mean()
+    n = len(by_image)
+    return {f"{k}_se": float(by_image[k].std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan") for k in per_patch}
+
+
+def render_image(trainer, raw: PatchSet, image_id: str, grid: tuple[int, int]) -> torch.Tensor:
+    """The trainer's sRGB rendering of one whole image (its ``<image_id>_<idx>`` patches, stitched on
+    the ``(rows, cols)`` grid): ``[3, H, W]``."""
+    from uotisp_lib.stitching import stitch
+
+    stems = image_stems(raw, image_id)
+    return stitch(predict_on(trainer, raw.subset(stems)).cpu(), *grid)
+
+
+def image_layout(data: TrainingData, patches: PatchSet, image_id: str) -> tuple[int, int]:
+    """The ``(rows, cols)`` patch grid of one image: from the synthetic benchmark's ``meta.json``,
+    else inferred from the seam consistency of ``patches`` (sRGB; :func:`stitching.infer_grid`)."""
+    from uotisp_lib.data.synth import read_meta
+    from uotisp_lib.stitching import infer_grid
+
+    meta = read_meta(data.root)
+    if meta:
+        for m in meta["images"]:
+            if m["id"] == image_id:
+                return tuple(m["layout"])
+    g = infer_grid(patches.select(image_stems(patches, image_id)), kind="rgb")
+    return g.rows, g.cols
+
+
+def image_stems(patches: PatchSet, image_id: str) -> list[str]:
+    """The stems ``<image_id>_<idx>`` of one image, in patch-index order (row-major)."""
+    stems = sorted((s for s in patches.stems if s.rsplit("_", 1)[0] == image_id), key=lambda s: int(s.rsplit("_", 1)[1]))
+    if not stems:
+        raise KeyError(f"no patches of image {image_id!r}")
+    return stems
 
 
 def model_inputs(raw: PatchSet, arch_input_kind: str, preprocess: PreprocessConfig | None) -> PatchSet:
@@ -175,7 +230,8 @@ def run_pseudo_pair(
         extractor=extractor, preprocess=preprocess, device=device,
     )
     hist = trainer.fit(**fit_kw)
-    row = {"arch": cfg.arch, "params": count_parameters(trainer.model), **score_on(trainer, data.raw_test, data.gt_test)}
+    row = {"arch": cfg.arch, "params": count_parameters(trainer.model),
+           **score_on(trainer, data.raw_test, data.gt_test, se=True)}
     row["proxy"] = hist[-1].get("proxy", float("nan"))
     return row, trainer
 

@@ -105,12 +105,19 @@ def write_index(results_dir: str | Path) -> Path:
         "Each table has a `.csv` (data), a `.md` (below) and a `.json` (config, seed, versions).",
         "",
     ]
+    from uotisp_lib.regen import CHECKED_PROFILES, ci_note
+
+    checked = prof.name in CHECKED_PROFILES
     if prof.name in PROFILE_NOTES:
         lines[1:1] = ["", f"**{PROFILE_NOTES[prof.name]}** See [results/cpu](../cpu/README.md)."]
+    if checked:
+        lines += [ci_note(), ""]
     for t in sorted((prof / "tables").glob("*.md")):
         lines += [f"## {t.stem}", "", f"[{t.name}](tables/{t.name})", "", t.read_text().rstrip(), ""]
     figures = sorted((prof / "figures").glob("*.png"))
-    if figures:
+    if checked:  # figures not committed: no links that would be broken, and the index is the tables'
+        lines += ["## Figures", "", "A run writes them to `figures/`; they are not committed."]
+    elif figures:
         lines += ["## Figures", ""]
         lines += [f"- [{f.stem}](figures/{f.name})" for f in figures]
     return atomic_write_text(prof / "README.md", "\n".join(lines).rstrip() + "\n")

@@ -26,6 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="", help="a real dataset (default: the synthetic benchmark)")
     p.add_argument("--device", default="auto")
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 02")
+    p.add_argument(
+        "--results-dir", default="",
+        help="where tables, figures and executed notebooks go (default: results/<profile>); "
+        "CI regenerates the smoke tables into a temporary folder and compares them with results/smoke",
+    )
     return p
 
 
@@ -74,11 +79,14 @@ def run(args: argparse.Namespace) -> int:
     device(args.device)
     if args.data_root and not Path(args.data_root).is_dir():
         raise ValueError(f"--data-root {args.data_root}: not a folder; expected a UP-ISP style dataset folder")
-    run_cfg = resolve_run(args.profile, args.data_root or None, args.device, args.seed)
+    where = {"results_dir": args.results_dir} if args.results_dir else {}
+    run_cfg = resolve_run(args.profile, args.data_root or None, args.device, args.seed, **where)
     check_output_path(run_cfg.results_dir, "results folder")
     root = ensure_dataset(run_cfg)
     print(f"data: {root}")
     params = {"profile": args.profile, "seed": args.seed, "data_root": args.data_root, "device": args.device}
+    if args.results_dir:
+        params["results_dir"] = str(run_cfg.results_dir)
     executed = run_cfg.results_dir / "executed"
     for nb in notebook_paths(args.only):
         t0 = time.perf_counter()
