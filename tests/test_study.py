@@ -279,3 +279,16 @@ def test_colour_distance_is_zero_on_the_truth_and_grows_with_a_colour_cast(tiny_
     assert st.colour_distance(gt, gt) == 0.0
     cast = [st.colour_distance((gt * torch.tensor(g).view(1, 3, 1, 1)).clamp(0, 1), gt) for g in ([1.0, 1.0, 0.9], [1.0, 1.0, 0.7])]
     assert 0 < cast[0] < cast[1]
+
+
+def test_discuss_verdict_groups_architectures_by_outcome():
+    rows = [
+        {"claim": "the committee helps", "arch": "colornet", "holds": "yes", "evidence": "PSNR +0.41 +- 0.19 dB"},
+        {"claim": "the committee helps", "arch": "tinyraw", "holds": "not shown", "evidence": "PSNR +0.05 +- 0.20 dB"},
+        {"claim": "unpaired rivals paired", "arch": "colornet", "holds": "no", "evidence": "-2.14 dB"},
+    ]
+    text = st.discuss_verdict(rows)
+    assert text.splitlines() == [
+        "- **the committee helps**: holds for colornet (PSNR +0.41 +- 0.19 dB). not shown for tinyraw (PSNR +0.05 +- 0.20 dB).",
+        "- **unpaired rivals paired**: does not hold for colornet (-2.14 dB).",
+    ]

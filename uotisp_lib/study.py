@@ -373,3 +373,20 @@ def cost_check_table(data, costs: Sequence[str] | None = None, wbs: Sequence[str
     fns = {c: uot.get_cost(c, tau=1.0) for c in (costs or uot.COSTS)}
     rows = uot.cost_check(x, gt, fns, refs, mapped=mapped, generator=torch.Generator().manual_seed(seed))
     return pd.DataFrame(rows).sort_values("truth_ratio").reset_index(drop=True)
+
+
+def discuss_verdict(rows: Sequence[dict]) -> str:
+    """The verdict as Markdown generated from :func:`verdict`'s rows: one bullet per claim, saying
+    for which architectures it holds, fails or is not shown, each with its evidence."""
+    by_claim: dict[str, list[dict]] = {}
+    for r in rows:
+        by_claim.setdefault(r["claim"], []).append(r)
+    lines = []
+    for claim, rs in by_claim.items():
+        parts = []
+        for word, label in (("yes", "holds"), ("no", "does not hold"), ("not shown", "not shown")):
+            hit = [r for r in rs if r["holds"] == word]
+            if hit:
+                parts.append(f"{label} for " + "; ".join(f"{r['arch']} ({r['evidence']})" for r in hit))
+        lines.append(f"- **{claim}**: " + ". ".join(parts) + ".")
+    return "\n".join(lines)
