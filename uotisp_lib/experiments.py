@@ -89,6 +89,35 @@ def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int
     )
 
 
+#: RAW patches of the train split the proxy renders when the data has no val / dev split
+PROXY_TRAIN_PATCHES = 64
+
+
+def validation_raw(data: TrainingData) -> tuple[PatchSet, PatchSet | None]:
+    """``(RAW, ground truth or None)`` a trainer scores each epoch: the val (or dev) split with its
+    ground truth when it has one; without a val / dev split, the first :data:`PROXY_TRAIN_PATCHES`
+    train RAW patches and no ground truth (the proxy compares renderings with held-out *targets*,
+    so rendering train sources leaks nothing)."""
+    if data.raw_val is not None:
+        return data.raw_val, data.gt_val
+    return data.raw_train.subset(data.raw_train.stems[:PROXY_TRAIN_PATCHES]), None
+
+
+def has_ground_truth(data: TrainingData, split: str, what: str, log=print) -> bool:
+    """Whether ``data`` has the ground truth of ``split`` (``train``, ``val`` or ``test``); if not,
+    ``log`` one line: ``skipped <what>: <root>/<split>/gt has no ground truth``. Notebooks guard
+    every ground-truth cell with it, so real unpaired data skips them with one printed reason."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"has_ground_truth: split must be train, val or test, got {split!r}")
+    raw, gt = {"train": (data.raw_train, data.gt_train), "val": (data.raw_val, data.gt_val),
+               "test": (data.raw_test, data.gt_test)}[split]
+    if raw is not None and gt is not None:
+        return True
+    folder = next((s for s in ("val", "dev") if (data.root / s).is_dir()), "val") if split == "val" else split
+    log(f"skipped {what}: {data.root}/{folder}/gt has no ground truth")
+    return False
+
+
 def predict_on(trainer, raw: PatchSet) -> torch.Tensor:
     """A trainer's evaluated map on the RAW patches ``raw`` (sRGB ``[N,3,h,w]``, in ``raw``'s order)."""
     from uotisp_lib.inference import model_input
@@ -101,9 +130,11 @@ def predict_on(trainer, raw: PatchSet) -> torch.Tensor:
 def score_on(trainer, raw: PatchSet | None, gt: PatchSet | None, *, se: bool = False) -> dict[str, float]:
     """PSNR / SSIM / dE2000 of a trainer's evaluated map on ``raw`` against ``gt`` (keyed): means over
     the patches. ``se=True`` adds ``psnr_se``, ``ssim_se``, ``de2000_se``: the standard error of the
-    mean over the test *images* (patches averaged per image first; NaN with one image)."""
+    mean over the test *images* (patches averaged per image first; NaN with one image). Without
+    ``raw`` or ``gt`` every value is NaN (the same columns, so a table keeps its schema)."""
     if raw is None or gt is None:
-        return {}
+        names = ("psnr", "ssim", "de2000") + (("psnr_se", "ssim_se", "de2000_se") if se else ())
+        return dict.fromkeys(names, float("nan"))
     per = metrics.evaluate(predict_on(trainer, raw), gt.select(raw.stems))
     s = metrics.summarise(per)
     row = {"psnr": s["psnr"], "ssim": s["ssim"], "de2000": s["de2000"]}
@@ -185,13 +216,16 @@ def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", p
     ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.train import UOTTrainer
 
+    if cfg.mode == "paired" and data.gt_train is None:
+        raise ValueError(f"{data.root}/train/gt: no ground truth; mode 'paired' needs train/gt/<stem>.png for every "
+                         "train/raws/<stem>.npy (use mode 'unpaired')")
     trainer = UOTTrainer(
         cfg,
         data.raw_train,
         data.targets,
         run_dir,
         paired=data.gt_train,
-        val=(data.raw_val, data.gt_val) if data.raw_val is not None and data.gt_val is not None else None,
+        val=validation_raw(data),
         proxy_targets=data.proxy.images,
         preprocess=preprocess,
         device=device,
@@ -222,9 +256,8 @@ def run_pseudo_pair(
     targets = data.gt_train if cfg.paired else data.targets
     if cfg.paired and targets is None:
         raise ValueError(f"{data.root}: the paired baseline needs train/gt (the synthetic benchmark has it)")
-    val = None
-    if data.raw_val is not None and data.gt_val is not None:
-        val = (model_inputs(data.raw_val, kind, preprocess), data.gt_val)
+    val_raw, val_gt = validation_raw(data)
+    val = (model_inputs(val_raw, kind, preprocess), val_gt)
     trainer = PseudoPairTrainer(
         cfg, sources, targets, pair_fn, run_dir, val=val, proxy_targets=data.proxy.images,
         extractor=extractor, preprocess=preprocess, device=device,
