@@ -186,3 +186,5 @@ if "gt" in layout.files.get(split0, {}):
     gt = full_image(split0, "gt", image_id)
     fig = reporting.image_grid([naive, gt], [f"{image_id}: naive RAW rendering", "ground truth (target look)"], ncols=2, size=4)
     reporting.save_figure(fig, run.results_dir, "ground_truth")
+else:
+    print(f"skipped the ground-truth figure: {root}/{split0}/gt has no ground truth")
