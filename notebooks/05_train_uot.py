@@ -68,7 +68,7 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
-data_root = ""  # empty: the study's synthetic benchmark of the profile; else a UP-ISP style folder
+data_root = ""  # empty: the study's synthetic benchmark of the profile; else a UP-ISP or Zurich RAW-to-RGB folder
 device = "auto"
 seed = 0
 results_dir = ""  # empty: results/<profile>

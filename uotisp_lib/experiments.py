@@ -16,7 +16,7 @@ import torch
 
 from uotisp_lib import metrics
 from uotisp_lib.data.datasets import PatchSet, load_raw_patches, load_srgb_patches
-from uotisp_lib.data.layouts import group_stems, scan_upisp
+from uotisp_lib.data.layouts import scan_dataset
 from uotisp_lib.models import count_parameters
 from uotisp_lib.preprocessing import PreprocessConfig
 
@@ -55,17 +55,20 @@ class TrainingData:
 
 
 def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int = 0) -> TrainingData:
-    """Read a UP-ISP style benchmark; hold out ``proxy_fraction`` of the target *images* (all their
-    patches, chosen with ``seed``) for the proxy. Splits without files become None."""
+    """Read a benchmark (UP-ISP, or Zurich RAW-to-RGB: the layout is detected, :func:`scan_dataset`);
+    hold out ``proxy_fraction`` of the target *images* (all their patches, chosen with ``seed``) for
+    the proxy. Splits without files become None."""
     from uotisp_lib.data.synth import read_meta
 
-    layout = scan_upisp(root)
+    layout = scan_dataset(root)
     jpegs = load_srgb_patches(layout, "train", "jpegs")
-    images = sorted(group_stems(jpegs.stems))
+    groups = layout.images("train", "jpegs")
+    images = sorted(groups)
     n_proxy = max(1, round(proxy_fraction * len(images))) if len(images) > 1 else 0
-    held = set(np.random.default_rng(seed).permutation(images)[:n_proxy].tolist())
-    proxy_stems = [s for s in jpegs.stems if s.rsplit("_", 1)[0] in held]
-    train_stems = [s for s in jpegs.stems if s.rsplit("_", 1)[0] not in held]
+    held_ids = set(np.random.default_rng(seed).permutation(images)[:n_proxy].tolist())
+    held = {s for i in held_ids for s in groups[i]}
+    proxy_stems = [s for s in jpegs.stems if s in held]
+    train_stems = [s for s in jpegs.stems if s not in held]
 
     def opt(split: str, kind: str) -> PatchSet | None:
         if split not in layout.files or kind not in layout.files[split]:
@@ -180,7 +183,10 @@ def image_layout(data: TrainingData, patches: PatchSet, image_id: str) -> tuple[
 
 
 def image_stems(patches: PatchSet, image_id: str) -> list[str]:
-    """The stems ``<image_id>_<idx>`` of one image, in patch-index order (row-major)."""
+    """The stems ``<image_id>_<idx>`` of one image, in patch-index order (row-major); ``[image_id]``
+    when that stem itself is present (Zurich: each file is a whole image)."""
+    if image_id in patches.index:
+        return [image_id]
     stems = sorted((s for s in patches.stems if s.rsplit("_", 1)[0] == image_id), key=lambda s: int(s.rsplit("_", 1)[1]))
     if not stems:
         raise KeyError(f"no patches of image {image_id!r}")
