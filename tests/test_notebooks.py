@@ -129,15 +129,21 @@ def test_notebook_with_other_parameters(nb_name, params, tables, figures, tmp_pa
 
 
 @pytest.fixture(scope="session")
-def unpaired_root(tmp_path_factory) -> Path:
+def smoke_benchmark(tmp_path_factory) -> Path:
+    """The smoke benchmark (seed 0), built once, for the real-data layouts made from it."""
+    from uotisp_lib.config import get_profile
+    from uotisp_lib.data import build_benchmark
+
+    return build_benchmark(tmp_path_factory.mktemp("smoke") / "upisp", get_profile("smoke").synth, seed=0)
+
+
+@pytest.fixture(scope="session")
+def unpaired_root(smoke_benchmark, tmp_path_factory) -> Path:
     """Real unpaired data as a user has it: the smoke benchmark with gt/ and meta.json removed, val
     renamed dev (train/raws, train/jpegs, dev/raws, test/raws)."""
     import shutil
 
-    from uotisp_lib.config import get_profile
-    from uotisp_lib.data import build_benchmark
-
-    root = build_benchmark(tmp_path_factory.mktemp("unpaired") / "upisp", get_profile("smoke").synth, seed=0)
+    root = Path(shutil.copytree(smoke_benchmark, tmp_path_factory.mktemp("unpaired") / "upisp"))
     for gt in root.glob("*/gt"):
         shutil.rmtree(gt)
     (root / "meta.json").unlink()
@@ -189,6 +195,36 @@ def test_notebooks_03_to_05_on_unpaired_data_without_ground_truth(unpaired_root,
     history = pd.read_csv(best.parent.parent / "history.csv")
     assert "val_psnr" not in history and history.proxy.notna().all()
     assert json.loads(best.read_text())["meta"]["epoch"] == int(history.proxy.idxmin()) + 1
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("notebooks")
+def test_notebooks_on_a_zurich_folder(smoke_benchmark, tmp_path, synth_cache, monkeypatch):
+    """Notebooks 00, 04 (with its paired upper bound) and 05 (mode=paired) on a Zurich RAW-to-RGB
+    folder (huawei_raw Bayer PNGs + canon JPEGs, no val split), the layout detected from the folder."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from zurich_writer import write_zurich
+
+    root = write_zurich(smoke_benchmark, tmp_path / "zurich")
+    n_train, n_test = (len(list((smoke_benchmark / s / "raws").glob("*.npy"))) for s in ("train", "test"))
+    res = _run("00_data", tmp_path, synth_cache, monkeypatch, data_root=str(root))
+    summary = pd.read_csv(res / "tables" / "data_summary.csv").set_index("split")
+    assert list(summary.index) == ["train", "test"]  # Zurich has no val split
+    assert summary.loc["train", ["raw_images", "raw_patches", "jpeg_images", "gt_images"]].tolist() == [n_train] * 4
+    assert summary.loc["test", ["raw_images", "gt_images", "jpeg_images"]].tolist() == [n_test, n_test, 0]
+    assert summary.raw_max.max() <= 1023 and (res / "figures" / "ground_truth.png").is_file()
+    res = _run("04_train_pseudo_pairs", tmp_path, synth_cache, monkeypatch, data_root=str(root))
+    pp = pd.read_csv(res / "tables" / "pseudo_pair_results.csv").set_index("pairing")
+    assert pp[["psnr", "ssim", "de2000", "proxy"]].notna().all(axis=None)
+    upper = pp.loc["true pairs (upper bound)"]
+    assert upper.model == "colornet (conv1x1)" and upper.psnr > pp[pp.model == "colornet (conv1x1)"].loc["random", "psnr"]
+    res = _run("05_train_uot", tmp_path, synth_cache, monkeypatch, data_root=str(root), mode="paired", compare=False)
+    row = pd.read_csv(res / "tables" / "uot_run_paired_tinyraw.csv").iloc[0]
+    assert row["mode"] == "paired" and 10 < row.psnr < 60 and 0 < row.proxy < 10
+    (best,) = (res / "runs" / "uot").glob("paired-*/best/isp.json")
+    assert json.loads(best.read_text())["meta"]["selected_on"] == "proxy"  # no val split: selected on the proxy
 
 
 def _check_00(results: Path) -> None:
