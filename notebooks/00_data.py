@@ -29,7 +29,7 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
-data_root = ""  # empty: the synthetic benchmark of the profile; else a UP-ISP style folder
+data_root = ""  # empty: the synthetic benchmark of the profile; else a UP-ISP or Zurich RAW-to-RGB folder
 device = "auto"
 seed = 0
 results_dir = ""  # empty: results/<profile>
@@ -43,14 +43,14 @@ from IPython.display import Markdown
 
 from uotisp_lib import config, plots, reporting
 from uotisp_lib.data import camera, ensure_dataset, sources
-from uotisp_lib.data.layouts import scan_upisp
+from uotisp_lib.data.layouts import scan_dataset
 from uotisp_lib.data.synth import read_meta
 from uotisp_lib.preprocessing import PreprocessConfig, Preprocessor
 from uotisp_lib.stitching import infer_grid, stitch
 
 run = config.start_run(profile, data_root, device, seed, results_dir)
 root = ensure_dataset(run)
-layout = scan_upisp(root)
+layout = scan_dataset(root)  # UP-ISP or Zurich RAW-to-RGB, detected from the folder
 meta = read_meta(root) if run.synthetic else None
 print(f"profile={run.profile.name} device={run.device} data={root} synthetic={run.synthetic}")
 
@@ -186,3 +186,5 @@ if "gt" in layout.files.get(split0, {}):
     gt = full_image(split0, "gt", image_id)
     fig = reporting.image_grid([naive, gt], [f"{image_id}: naive RAW rendering", "ground truth (target look)"], ncols=2, size=4)
     reporting.save_figure(fig, run.results_dir, "ground_truth")
+else:
+    print(f"skipped the ground-truth figure: {root}/{split0}/gt has no ground truth")

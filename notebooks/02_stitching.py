@@ -113,6 +113,7 @@ bench = (
 )
 if not run.synthetic:
     bench = bench.drop(columns="correct")  # no ground-truth grid on real data
+    print(f"skipped the column 'correct': {root} is not our synthetic benchmark, so the true grids are unknown")
 reporting.write_table(bench, run.results_dir, "stitching_benchmark", metadata=config.run_metadata(run))
 bench
 

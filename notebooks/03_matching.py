@@ -88,6 +88,8 @@ print(f"profile={run.profile.name} device={run.device} study={study}")
 # usage (1 = every target used equally).
 
 # %%
+if not run.synthetic:
+    print(f"skipped pair_quality: {root} is not our synthetic benchmark, so the true scene of each image is unknown")
 rows, matches = [], {}
 for method in tqdm(study.methods, desc="methods"):
     graph, diag = build_pair_graph(root, method, k=study.k_images, k_patch=study.k_patches, backend=study.backend,

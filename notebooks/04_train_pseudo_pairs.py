@@ -54,7 +54,7 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
-data_root = ""  # empty: the synthetic benchmark of the profile; else a UP-ISP style folder
+data_root = ""  # empty: the synthetic benchmark of the profile; else a UP-ISP or Zurich RAW-to-RGB folder
 device = "auto"
 seed = 0
 results_dir = ""  # empty: results/<profile>
@@ -71,8 +71,8 @@ from tqdm.auto import tqdm
 from uotisp_lib import config, losses, plots, reporting, stats
 from uotisp_lib.data import ensure_dataset
 from uotisp_lib.experiments import (
-    graph_pair_fn, image_layout, image_stems, load_training_data, model_inputs, random_pair_fn, render_image,
-    run_pseudo_pair,
+    graph_pair_fn, has_ground_truth, image_layout, image_stems, load_training_data, model_inputs, random_pair_fn,
+    render_image, run_pseudo_pair,
 )
 from uotisp_lib.features import load_gram_extractor
 from uotisp_lib.matching import build_pair_graph
@@ -159,7 +159,7 @@ runs = [
     for pairing, fn in pairings.items() for head in ("conv1x1", "lut3d")
 ]
 runs.append(("tinyraw (organisers')", "OT (FGW)", dataclasses.replace(base, arch="tinyraw"), pairings["OT (FGW)"], extractor, "tinyraw-ot"))
-if data.gt_train is not None:
+if has_ground_truth(data, "train", "the paired upper bound"):
     upper = dataclasses.replace(base, paired=True, stage2_epochs=0, stage1_epochs=study.stage1_epochs + study.stage2_epochs)
     runs.append(("colornet (conv1x1)", "true pairs (upper bound)", upper, None, None, "paired"))
 rows, trainers = [], {}
@@ -190,11 +190,12 @@ Markdown(note + "\n\n" + reporting.discuss_table(
 # averaged per image first), so they say how much the ranking could move with other test images.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-for ax, (col, unit) in zip(axes, (("psnr", "PSNR (dB, higher is better)"), ("ssim", "SSIM (0-1, higher is better)"),
-                                  ("de2000", "mean ΔE2000 (lower is better)"))):
-    plots.bar_chart(results, col, label=["model", "pairing"], se=f"{col}_se", ylabel=unit, ax=ax)
-reporting.save_figure(fig, run.results_dir, "pseudo_pair_bars");
+if has_ground_truth(data, "test", "the bar chart of the test metrics"):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (col, unit) in zip(axes, (("psnr", "PSNR (dB, higher is better)"), ("ssim", "SSIM (0-1, higher is better)"),
+                                      ("de2000", "mean ΔE2000 (lower is better)"))):
+        plots.bar_chart(results, col, label=["model", "pairing"], se=f"{col}_se", ylabel=unit, ax=ax)
+    reporting.save_figure(fig, run.results_dir, "pseudo_pair_bars");
 
 # %% [markdown]
 # ## Outputs beside the ground truth
@@ -203,7 +204,7 @@ reporting.save_figure(fig, run.results_dir, "pseudo_pair_bars");
 # CIEDE2000 error maps on one colour scale (the title gives each map's mean).
 
 # %%
-if data.raw_test is not None and data.gt_test is not None:
+if has_ground_truth(data, "test", "the test renderings beside the ground truth"):
     test_id = sorted({s.rsplit("_", 1)[0] for s in data.raw_test.stems})[0]  # the first test image
     grid = image_layout(data, data.gt_test, test_id)
     gt_image = stitch(data.gt_test.select(image_stems(data.gt_test, test_id)), *grid)

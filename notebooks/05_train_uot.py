@@ -68,7 +68,7 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
-data_root = ""  # empty: the study's synthetic benchmark of the profile; else a UP-ISP style folder
+data_root = ""  # empty: the study's synthetic benchmark of the profile; else a UP-ISP or Zurich RAW-to-RGB folder
 device = "auto"
 seed = 0
 results_dir = ""  # empty: results/<profile>
@@ -89,7 +89,7 @@ from IPython.display import Markdown, display
 
 from uotisp_lib import config, reporting, study as uot_study
 from uotisp_lib.data import ensure_dataset
-from uotisp_lib.experiments import load_training_data, model_inputs, run_uot
+from uotisp_lib.experiments import has_ground_truth, load_training_data, model_inputs, run_uot
 from uotisp_lib.uot import UOTConfig, naive_isp
 
 t_start = time.perf_counter()
@@ -135,7 +135,7 @@ table
 # rather than towards the truth.
 
 # %%
-if data.raw_val is not None and data.gt_val is not None:
+if has_ground_truth(data, "val", "the cost check"):
     mapped = trainer.predict(model_inputs(data.raw_val, getattr(trainer.model, "input_kind", "rgb"), trainer.preprocess))
     checks = uot_study.cost_check_table(data, mapped=mapped)
     reporting.write_table(checks, run.results_dir, "uot_cost_check", metadata=config.run_metadata(run, split="val", uot=cfg))
@@ -172,7 +172,7 @@ reporting.save_figure(fig, run.results_dir, f"uot_curves_{mode}")
 # Test patches: the reference rendering the cost compares with, the EMA map's output, and the ground truth.
 
 # %%
-if data.raw_test is not None and data.gt_test is not None:
+if has_ground_truth(data, "test", "the sample outputs beside the ground truth"):
     show = data.raw_test.subset(data.raw_test.stems[:: max(1, len(data.raw_test) // 4)][:4])
     preds = trainer.predict(model_inputs(show, getattr(trainer.model, "input_kind", "rgb"), trainer.preprocess))
     naive = naive_isp(show.images, wb=cfg.uot.reference_wb)
@@ -207,6 +207,8 @@ if data.raw_test is not None and data.gt_test is not None:
 # $\sqrt{\mathrm{var}_i(\bar d_i)/n_i + \mathrm{var}_s(\bar d_s)/n_s}$.
 
 # %%
+compare = compare and (has_ground_truth(data, "train", "the study (its paired arms train on train/gt)")
+                       and has_ground_truth(data, "test", "the study (every arm is scored on test/gt)"))
 if compare:
     rows, per_image = uot_study.run_study(data, study, runs_dir / "study", device=run.device, cost=cost)
     wall = time.perf_counter() - t_start

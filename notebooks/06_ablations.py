@@ -71,11 +71,11 @@ import dataclasses
 import time
 
 import matplotlib.pyplot as plt
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 from uotisp_lib import ablations, config, reporting
 from uotisp_lib.data import ensure_dataset
-from uotisp_lib.experiments import load_training_data
+from uotisp_lib.experiments import has_ground_truth, load_training_data
 
 t_start = time.perf_counter()
 run = config.start_run(profile, data_root, device, seed, results_dir)
@@ -87,6 +87,7 @@ if workers:
 root = ensure_dataset(run, study.synth, "uot") if study.synth is not None else ensure_dataset(run)
 data = load_training_data(root, proxy_fraction=run.profile.train.proxy_fraction, seed=run.seed)
 arms = ablations.ablation_arms(study, ablate)
+ready = has_ground_truth(data, "test", "the ablations (every arm is scored on test/gt)")
 print(f"profile={run.profile.name} arch={ablate.arch} groups={','.join(ablate.groups)} seeds={ablate.seeds} "
       f"epochs={ablate.epochs or study.epochs} workers={ablate.workers} device={run.device}: {len(arms)} arms")
 
@@ -96,23 +97,24 @@ print(f"profile={run.profile.name} arch={ablate.arch} groups={','.join(ablate.gr
 # execution resumes where it stopped.
 
 # %%
-rows, per_image = ablations.run_ablations(data, study, ablate, run.results_dir / "runs" / "ablations", device=run.device,
-                                          seed0=run.seed, workers=ablate.workers)
-summary = ablations.summarise_ablations(rows, per_image, arms)
-wall = time.perf_counter() - t_start
-meta = config.run_metadata(run, study=study, ablate=ablate, wall_seconds_notebook=round(wall, 1),
-                           train_seconds_all_runs=round(float(rows.drop_duplicates(["seed", "seconds"]).seconds.sum()), 1),
-                           n_seeds=ablate.seeds, n_test_images=int(rows.n_test_images.max()))
-note = (f"{ablate.arch}, {ablate.seeds} seeds per arm, {int(rows.n_test_images.max())} test images, "
-        f"{ablate.epochs or study.epochs} epochs per run (notebook 05's study: {study.epochs}); `d_psnr` is the "
-        "difference to the arm named in `vs`, paired by seed and image; `colour_w` is the colour sliced-Wasserstein "
-        "distance of the test outputs to the test ground truth (lower is closer).")
-reporting.write_table(rows, run.results_dir, "ablation_runs", metadata=meta, markdown=False)
-reporting.write_table(per_image, run.results_dir, "ablation_per_image", metadata=meta, markdown=False)
-cols = ["group", "arm", "n_seeds", "psnr", "psnr_se", "de2000", "colour_w", "vs", "d_psnr", "d_psnr_se"]
-reporting.write_table(summary, run.results_dir, "ablation_summary", metadata=meta, note=note)
-print(f"{len(rows)} rows in {wall / 60:.1f} min")
-summary[cols].round(3)
+if ready:
+    rows, per_image = ablations.run_ablations(data, study, ablate, run.results_dir / "runs" / "ablations", device=run.device,
+                                              seed0=run.seed, workers=ablate.workers)
+    summary = ablations.summarise_ablations(rows, per_image, arms)
+    wall = time.perf_counter() - t_start
+    meta = config.run_metadata(run, study=study, ablate=ablate, wall_seconds_notebook=round(wall, 1),
+                               train_seconds_all_runs=round(float(rows.drop_duplicates(["seed", "seconds"]).seconds.sum()), 1),
+                               n_seeds=ablate.seeds, n_test_images=int(rows.n_test_images.max()))
+    note = (f"{ablate.arch}, {ablate.seeds} seeds per arm, {int(rows.n_test_images.max())} test images, "
+            f"{ablate.epochs or study.epochs} epochs per run (notebook 05's study: {study.epochs}); `d_psnr` is the "
+            "difference to the arm named in `vs`, paired by seed and image; `colour_w` is the colour sliced-Wasserstein "
+            "distance of the test outputs to the test ground truth (lower is closer).")
+    reporting.write_table(rows, run.results_dir, "ablation_runs", metadata=meta, markdown=False)
+    reporting.write_table(per_image, run.results_dir, "ablation_per_image", metadata=meta, markdown=False)
+    cols = ["group", "arm", "n_seeds", "psnr", "psnr_se", "de2000", "colour_w", "vs", "d_psnr", "d_psnr_se"]
+    reporting.write_table(summary, run.results_dir, "ablation_summary", metadata=meta, note=note)
+    print(f"{len(rows)} rows in {wall / 60:.1f} min")
+    display(summary[cols].round(3))
 
 # %% [markdown]
 # ## Each group against its baseline
@@ -120,18 +122,19 @@ summary[cols].round(3)
 # baseline (notebook 05's unpaired configuration at this budget).
 
 # %%
-order = [g for g in ablations.GROUPS if g in set(summary.group)]
-fig, axes = plt.subplots(1, len(order), figsize=(4.6 * len(order), 4.2), squeeze=False)
-for ax, group in zip(axes[0], order):
-    g = summary[summary.group == group]
-    ax.barh(g.arm, g.psnr, xerr=g.psnr_se, color=["0.6" if v == "" else "C0" for v in g.vs], capsize=2)
-    ax.invert_yaxis()
-    ax.set_xlim(max(0.0, g.psnr.min() - 1.5), g.psnr.max() + 1.0)
-    ax.set_xlabel("test PSNR (dB)")
-    ax.set_title(f"{group} ({int(g.n_seeds.min())} seeds)", fontsize=10)
-    ax.tick_params(axis="y", labelsize=8)
-fig.tight_layout()
-reporting.save_figure(fig, run.results_dir, "ablation_groups")
+if ready:
+    order = [g for g in ablations.GROUPS if g in set(summary.group)]
+    fig, axes = plt.subplots(1, len(order), figsize=(4.6 * len(order), 4.2), squeeze=False)
+    for ax, group in zip(axes[0], order):
+        g = summary[summary.group == group]
+        ax.barh(g.arm, g.psnr, xerr=g.psnr_se, color=["0.6" if v == "" else "C0" for v in g.vs], capsize=2)
+        ax.invert_yaxis()
+        ax.set_xlim(max(0.0, g.psnr.min() - 1.5), g.psnr.max() + 1.0)
+        ax.set_xlabel("test PSNR (dB)")
+        ax.set_title(f"{group} ({int(g.n_seeds.min())} seeds)", fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    reporting.save_figure(fig, run.results_dir, "ablation_groups")
 
 # %% [markdown]
 # ## Robustness to outlier targets
@@ -140,7 +143,7 @@ reporting.save_figure(fig, run.results_dir, "ablation_groups")
 # outlier images), and the mapped distribution's colour distance to the truth.
 
 # %%
-if "outliers" in set(summary.group):
+if ready and "outliers" in set(summary.group):
     curve = ablations.outlier_curve(summary)
     reporting.write_table(curve, run.results_dir, "ablation_outliers", metadata=meta, note=note)
     g = summary[summary.group == "outliers"]
@@ -165,4 +168,5 @@ if "outliers" in set(summary.group):
 # Generated from `ablation_summary` (a difference counts when it exceeds two standard errors).
 
 # %%
-Markdown(ablations.discuss(summary))
+if ready:
+    display(Markdown(ablations.discuss(summary)))

@@ -188,6 +188,31 @@ def test_random_pairs_unpaired_run(tmp_path, smoke, capsys):
     assert (out / "export" / "model.safetensors").is_file()
 
 
+def test_uot_run_without_any_ground_truth_selects_on_the_proxy(tmp_path, smoke, capsys):
+    """Real unpaired data (train/raws, train/jpegs, dev/raws, test/raws; no gt/, no meta.json): the
+    proxy is logged every epoch, the best export is the lowest-proxy epoch, eval reports the proxy."""
+    import json
+
+    data = tmp_path / "nogt"
+    for split, src in (("train", "train"), ("dev", "val"), ("test", "test")):
+        shutil.copytree(smoke / src / "raws", data / split / "raws")
+    shutil.copytree(smoke / "train" / "jpegs", data / "train" / "jpegs")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), "--set", "epochs=2", "--device", "cpu"]) == 0
+    rows = _history(out)
+    proxy = [float(r["proxy"]) for r in rows]
+    assert len(rows) == 2 and "val_psnr" not in rows[0] and all(0 < p < 10 for p in proxy)
+    best = proxy.index(min(proxy)) + 1
+    done = capsys.readouterr().out.splitlines()[-2]
+    assert f"proxy {proxy[-1]:.4g}; " in done
+    assert f"best: {out / 'best'} (epoch {best}, lowest proxy, no val ground truth)" in done
+    spec = json.loads((out / "best" / "isp.json").read_text())
+    assert spec["meta"]["selected_on"] == "proxy" and spec["meta"]["epoch"] == best
+    assert main(["eval", "--checkpoint", str(out / "best"), "--data", str(data), "--split", "test"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[0] == f"metrics need ground truth: {data / 'test' / 'gt'} has no images; reporting the ground-truth-free proxy instead"
+
+
 # ------------------------------------------------------------------------------------- the command
 
 

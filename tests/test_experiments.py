@@ -45,6 +45,28 @@ def test_random_pairs_and_training_data_split(tmp_path):
     assert len(pairs) == 5 and set(pairs) <= set(data.targets.stems)
 
 
+def test_training_data_from_a_zurich_folder(tmp_path):
+    """A Zurich folder (detected) is read like a UP-ISP benchmark: RAW in [0,1] keyed by stem, the
+    canon JPEGs as ground truth of their RAW and as the (proxy-split) unpaired targets."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from zurich_writer import write_zurich
+
+    smoke = build_benchmark(tmp_path / "b", get_profile("smoke").synth, seed=0)
+    zurich = write_zurich(smoke, tmp_path / "z")
+    up, zd = load_training_data(smoke), load_training_data(zurich, proxy_fraction=0.25, seed=0)
+    n = len(up.raw_train)
+    assert zd.raw_train.stems == tuple(str(k) for k in range(n)) and zd.raw_val is None and zd.gt_val is None
+    torch.testing.assert_close(zd.raw_train.images, up.raw_train.images)  # the Bayer PNG round trip is exact
+    assert zd.gt_train.stems == zd.raw_train.stems and zd.gt_train.images.shape == up.gt_train.images.shape
+    assert (zd.gt_train.images - up.gt_train.images).abs().mean() < 0.02  # the same ground truth, as JPEG
+    assert sorted(zd.targets.stems + zd.proxy.stems, key=int) == list(zd.raw_train.stems)
+    assert len(zd.proxy) == round(0.25 * n) and not set(zd.proxy.stems) & set(zd.targets.stems)
+    assert len(zd.raw_test) == len(zd.gt_test) == len(up.raw_test) and zd.outlier_images == ()
+
+
 def test_pair_graph_restricted_to_training_targets(tmp_path, monkeypatch):
     from uotisp_lib.matching import build_pair_graph
 

@@ -256,6 +256,25 @@ def test_read_zurich_raw_packs_rggb_and_validates(tmp_path):
         L.read_zurich_raw(tmp_path / "2.png")
 
 
+def test_scan_dataset_detects_zurich_and_upisp(tmp_path):
+    _make_zurich(tmp_path / "z")
+    lay = L.scan_dataset(tmp_path / "z")
+    assert lay.format == "zurich" and lay.splits == ("train", "test")
+    assert set(lay.files["train"]) == {"raws", "gt", "jpegs"} and set(lay.files["test"]) == {"raws", "gt"}
+    assert lay.images("train", "raws") == {"0": ["0"], "1": ["1"], "2": ["2"], "10": ["10"]}  # each file a whole image
+    assert lay.paths("train", "jpegs") == lay.paths("train", "gt")  # the canon JPEGs: targets and ground truth
+    raws = lay.read_raws(list(lay.paths("test", "raws").values()))
+    assert raws.shape == (4, 2, 2, 4) and raws.dtype == np.uint16 and raws[:, 0, 0, 0].tolist() == [0, 1, 2, 10]
+    assert lay.read_image("train", "raws", "10").shape == (1, 2, 2, 4)
+    train = lay.summary()[0]
+    assert (train["split"], train["raw_images"], train["gt_images"], train["jpeg_images"], train["raw_max"]) == ("train", 4, 4, 4, 10)
+    _make_upisp(tmp_path / "u")
+    assert L.scan_dataset(tmp_path / "u").format == "upisp"
+    (tmp_path / "z" / "test" / "canon").rename(tmp_path / "z" / "test" / "sony")
+    with pytest.raises(L.LayoutError, match=r"test/canon: missing folder; expected <root>/train\|test/huawei_raw"):
+        L.scan_dataset(tmp_path / "z")  # the detected layout's own one-line error
+
+
 def test_read_image_and_summary_of_a_built_benchmark(tmp_path):
     from uotisp_lib.config import get_profile
     from uotisp_lib.data import build_benchmark

@@ -128,6 +128,105 @@ def test_notebook_with_other_parameters(nb_name, params, tables, figures, tmp_pa
     _check_outputs(nb_name, results, tables, figures)
 
 
+@pytest.fixture(scope="session")
+def smoke_benchmark(tmp_path_factory) -> Path:
+    """The smoke benchmark (seed 0), built once, for the real-data layouts made from it."""
+    from uotisp_lib.config import get_profile
+    from uotisp_lib.data import build_benchmark
+
+    return build_benchmark(tmp_path_factory.mktemp("smoke") / "upisp", get_profile("smoke").synth, seed=0)
+
+
+@pytest.fixture(scope="session")
+def unpaired_root(smoke_benchmark, tmp_path_factory) -> Path:
+    """Real unpaired data as a user has it: the smoke benchmark with gt/ and meta.json removed, val
+    renamed dev (train/raws, train/jpegs, dev/raws, test/raws)."""
+    import shutil
+
+    root = Path(shutil.copytree(smoke_benchmark, tmp_path_factory.mktemp("unpaired") / "upisp"))
+    for gt in root.glob("*/gt"):
+        shutil.rmtree(gt)
+    (root / "meta.json").unlink()
+    (root / "val").rename(root / "dev")
+    return root
+
+
+def _printed(out: Path, prefix: str) -> list[str]:
+    """The lines an executed notebook printed that start with ``prefix``."""
+    nb = json.loads(out.read_text())
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []) if o.get("name") == "stdout")
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("notebooks")
+def test_notebooks_03_to_05_on_unpaired_data_without_ground_truth(unpaired_root, tmp_path, synth_cache, monkeypatch):
+    """Notebooks 03-05 on a UP-ISP folder with no ground truth at all: every ground-truth step is
+    skipped with one printed line naming the missing folder, the tables hold a finite proxy, and
+    the best export is selected on the proxy."""
+    root = unpaired_root
+    results = {nb: _run(nb, tmp_path, synth_cache, monkeypatch, data_root=str(root))
+               for nb in ("03_matching", "04_train_pseudo_pairs", "05_train_uot")}
+    skipped = {nb: _printed(tmp_path / f"{nb}.out.ipynb", "skipped ") for nb in results}
+    match = pd.read_csv(results["03_matching"] / "tables" / "matching_methods.csv").set_index("method")
+    assert set(match.index) == {"fgw", "ot", "uot", "knn", "random"} and "pair_quality" not in match
+    assert match.loc["ot", "image_usage_entropy"] > 0.9 > match.loc["knn", "image_usage_entropy"]  # as with meta.json
+    assert skipped["03_matching"] == [
+        f"skipped pair_quality: {root} is not our synthetic benchmark, so the true scene of each image is unknown"]
+    pp = pd.read_csv(results["04_train_pseudo_pairs"] / "tables" / "pseudo_pair_results.csv")
+    assert set(pp.pairing) == {"random", "kNN", "OT (FGW)"} and len(pp) == 7  # no paired upper bound
+    assert pp[["psnr", "ssim", "de2000"]].isna().all(axis=None) and (pp.proxy > 0).all() and pp.proxy.lt(10).all()
+    assert skipped["04_train_pseudo_pairs"] == [
+        f"skipped the paired upper bound: {root}/train/gt has no ground truth",
+        f"skipped the bar chart of the test metrics: {root}/test/gt has no ground truth",
+        f"skipped the test renderings beside the ground truth: {root}/test/gt has no ground truth",
+    ]
+    uot_dir = results["05_train_uot"]
+    run = pd.read_csv(uot_dir / "tables" / "uot_run_unpaired_tinyraw.csv")
+    assert len(run) == 1 and run.psnr.isna().all() and 0 < run.proxy[0] < 10
+    assert not (uot_dir / "tables" / "uot_study.csv").exists()
+    assert skipped["05_train_uot"] == [
+        f"skipped the cost check: {root}/dev/gt has no ground truth",
+        f"skipped the sample outputs beside the ground truth: {root}/test/gt has no ground truth",
+        f"skipped the study (its paired arms train on train/gt): {root}/train/gt has no ground truth",
+    ]
+    (best,) = (uot_dir / "runs" / "uot").glob("*/best/isp.json")
+    assert json.loads(best.read_text())["meta"]["selected_on"] == "proxy"
+    history = pd.read_csv(best.parent.parent / "history.csv")
+    assert "val_psnr" not in history and history.proxy.notna().all()
+    assert json.loads(best.read_text())["meta"]["epoch"] == int(history.proxy.idxmin()) + 1
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("notebooks")
+def test_notebooks_on_a_zurich_folder(smoke_benchmark, tmp_path, synth_cache, monkeypatch):
+    """Notebooks 00, 04 (with its paired upper bound) and 05 (mode=paired) on a Zurich RAW-to-RGB
+    folder (huawei_raw Bayer PNGs + canon JPEGs, no val split), the layout detected from the folder."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from zurich_writer import write_zurich
+
+    root = write_zurich(smoke_benchmark, tmp_path / "zurich")
+    n_train, n_test = (len(list((smoke_benchmark / s / "raws").glob("*.npy"))) for s in ("train", "test"))
+    res = _run("00_data", tmp_path, synth_cache, monkeypatch, data_root=str(root))
+    summary = pd.read_csv(res / "tables" / "data_summary.csv").set_index("split")
+    assert list(summary.index) == ["train", "test"]  # Zurich has no val split
+    assert summary.loc["train", ["raw_images", "raw_patches", "jpeg_images", "gt_images"]].tolist() == [n_train] * 4
+    assert summary.loc["test", ["raw_images", "gt_images", "jpeg_images"]].tolist() == [n_test, n_test, 0]
+    assert summary.raw_max.max() <= 1023 and (res / "figures" / "ground_truth.png").is_file()
+    res = _run("04_train_pseudo_pairs", tmp_path, synth_cache, monkeypatch, data_root=str(root))
+    pp = pd.read_csv(res / "tables" / "pseudo_pair_results.csv").set_index("pairing")
+    assert pp[["psnr", "ssim", "de2000", "proxy"]].notna().all(axis=None)
+    upper = pp.loc["true pairs (upper bound)"]
+    assert upper.model == "colornet (conv1x1)" and upper.psnr > pp[pp.model == "colornet (conv1x1)"].loc["random", "psnr"]
+    res = _run("05_train_uot", tmp_path, synth_cache, monkeypatch, data_root=str(root), mode="paired", compare=False)
+    row = pd.read_csv(res / "tables" / "uot_run_paired_tinyraw.csv").iloc[0]
+    assert row["mode"] == "paired" and 10 < row.psnr < 60 and 0 < row.proxy < 10
+    (best,) = (res / "runs" / "uot").glob("paired-*/best/isp.json")
+    assert json.loads(best.read_text())["meta"]["selected_on"] == "proxy"  # no val split: selected on the proxy
+
+
 def _check_00(results: Path) -> None:
     df = pd.read_csv(results / "tables" / "data_summary.csv").set_index("split")
     # smoke profile: 4 train RAW images, 4 JPEG images, 2 val, 2 test (see config.SynthConfig)

@@ -257,6 +257,8 @@ def test_best_validation_epoch_is_exported_and_scored(tiny_data, tmp_path):
     hist = [h["val_psnr"] for h in trainer.state.history]
     best = int(np.argmax(hist)) + 1
     assert trainer.state.extra["best_epoch"] == best and trainer.state.extra["best_val_psnr"] == pytest.approx(max(hist))
+    assert trainer.state.extra["selection"] == "val_psnr"  # validation ground truth: selected on PSNR
+    assert json.loads((tmp_path / "r" / "best" / "isp.json").read_text())["meta"]["selected_on"] == "val_psnr"
     # the best export reproduces the best epoch's validation PSNR
     from uotisp_lib import metrics
 
@@ -272,6 +274,53 @@ def test_best_validation_epoch_is_exported_and_scored(tiny_data, tmp_path):
     assert rec["colour_w"] == pytest.approx(st.colour_distance(test_preds, gt), rel=1e-6)
     want = st.per_image_scores(test_preds, gt, tiny_data.raw_test.stems)
     assert rec["psnr"] == pytest.approx(float(want.psnr.mean()), abs=1e-4)
+
+
+def test_without_ground_truth_the_proxy_selects_the_best_export(tiny_data, tmp_path):
+    """Real unpaired data: no gt anywhere. The proxy is computed on the val RAW alone, the best
+    export is the epoch with the LOWEST proxy, and the state and export say so."""
+    from uotisp_lib.experiments import run_uot
+    from uotisp_lib.inference import load_isp, render
+    from uotisp_lib.train import colour_distance
+
+    data = dataclasses.replace(tiny_data, gt_train=None, gt_val=None, gt_test=None)
+    cfg = st.base_config(dataclasses.replace(TINY_STUDY, epochs=3, lr_map=5e-2), "tinyraw", 0)
+    row, trainer = run_uot(data, cfg, tmp_path / "r")
+    proxy = [h["proxy"] for h in trainer.state.history]
+    assert len(proxy) == 3 and all(np.isfinite(proxy)) and not any("val_psnr" in h for h in trainer.state.history)
+    extra = trainer.state.extra
+    assert extra["selection"] == "proxy" and extra["best_epoch"] == int(np.argmin(proxy)) + 1
+    assert extra["best_score"] == pytest.approx(min(proxy)) and "best_val_psnr" not in extra
+    best = tmp_path / "r" / "best"
+    assert json.loads((best / "isp.json").read_text())["meta"]["selected_on"] == "proxy"
+    # the best export reproduces the best epoch's proxy on the val RAW
+    again = colour_distance(render(load_isp(best), data.raw_val.images), data.proxy.images)
+    assert again == pytest.approx(min(proxy), abs=1e-4)
+    assert np.isnan([row["psnr"], row["ssim"], row["de2000"]]).all() and row["proxy"] == pytest.approx(proxy[-1])
+
+
+def test_validation_raw_falls_back_to_train_patches_without_a_val_split(tiny_data):
+    from uotisp_lib.experiments import PROXY_TRAIN_PATCHES, validation_raw
+
+    raw, gt = validation_raw(tiny_data)
+    assert raw is tiny_data.raw_val and gt is tiny_data.gt_val
+    raw, gt = validation_raw(dataclasses.replace(tiny_data, raw_val=None, gt_val=None))
+    assert gt is None and raw.stems == tiny_data.raw_train.stems[:PROXY_TRAIN_PATCHES]
+
+
+def test_has_ground_truth_prints_one_reason(tiny_data):
+    from uotisp_lib.experiments import has_ground_truth, run_uot
+
+    said: list[str] = []
+    assert has_ground_truth(tiny_data, "test", "the bars", log=said.append) and said == []
+    data = dataclasses.replace(tiny_data, gt_train=None, gt_val=None)
+    assert not has_ground_truth(data, "val", "the cost check", log=said.append)
+    assert not has_ground_truth(data, "train", "the paired upper bound", log=said.append)
+    assert said == [f"skipped the cost check: {tiny_data.root}/val/gt has no ground truth",
+                    f"skipped the paired upper bound: {tiny_data.root}/train/gt has no ground truth"]
+    cfg = dataclasses.replace(st.base_config(TINY_STUDY, "tinyraw", 0), mode="paired")
+    with pytest.raises(ValueError, match=r"train/gt: no ground truth; mode 'paired' needs train/gt/<stem>.png"):
+        run_uot(data, cfg, tiny_data.root / "never")
 
 
 def test_colour_distance_is_zero_on_the_truth_and_grows_with_a_colour_cast(tiny_data):

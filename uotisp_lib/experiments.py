@@ -16,7 +16,7 @@ import torch
 
 from uotisp_lib import metrics
 from uotisp_lib.data.datasets import PatchSet, load_raw_patches, load_srgb_patches
-from uotisp_lib.data.layouts import group_stems, scan_upisp
+from uotisp_lib.data.layouts import scan_dataset
 from uotisp_lib.models import count_parameters
 from uotisp_lib.preprocessing import PreprocessConfig
 
@@ -55,17 +55,20 @@ class TrainingData:
 
 
 def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int = 0) -> TrainingData:
-    """Read a UP-ISP style benchmark; hold out ``proxy_fraction`` of the target *images* (all their
-    patches, chosen with ``seed``) for the proxy. Splits without files become None."""
+    """Read a benchmark (UP-ISP, or Zurich RAW-to-RGB: the layout is detected, :func:`scan_dataset`);
+    hold out ``proxy_fraction`` of the target *images* (all their patches, chosen with ``seed``) for
+    the proxy. Splits without files become None."""
     from uotisp_lib.data.synth import read_meta
 
-    layout = scan_upisp(root)
+    layout = scan_dataset(root)
     jpegs = load_srgb_patches(layout, "train", "jpegs")
-    images = sorted(group_stems(jpegs.stems))
+    groups = layout.images("train", "jpegs")
+    images = sorted(groups)
     n_proxy = max(1, round(proxy_fraction * len(images))) if len(images) > 1 else 0
-    held = set(np.random.default_rng(seed).permutation(images)[:n_proxy].tolist())
-    proxy_stems = [s for s in jpegs.stems if s.rsplit("_", 1)[0] in held]
-    train_stems = [s for s in jpegs.stems if s.rsplit("_", 1)[0] not in held]
+    held_ids = set(np.random.default_rng(seed).permutation(images)[:n_proxy].tolist())
+    held = {s for i in held_ids for s in groups[i]}
+    proxy_stems = [s for s in jpegs.stems if s in held]
+    train_stems = [s for s in jpegs.stems if s not in held]
 
     def opt(split: str, kind: str) -> PatchSet | None:
         if split not in layout.files or kind not in layout.files[split]:
@@ -89,6 +92,35 @@ def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int
     )
 
 
+#: RAW patches of the train split the proxy renders when the data has no val / dev split
+PROXY_TRAIN_PATCHES = 64
+
+
+def validation_raw(data: TrainingData) -> tuple[PatchSet, PatchSet | None]:
+    """``(RAW, ground truth or None)`` a trainer scores each epoch: the val (or dev) split with its
+    ground truth when it has one; without a val / dev split, the first :data:`PROXY_TRAIN_PATCHES`
+    train RAW patches and no ground truth (the proxy compares renderings with held-out *targets*,
+    so rendering train sources leaks nothing)."""
+    if data.raw_val is not None:
+        return data.raw_val, data.gt_val
+    return data.raw_train.subset(data.raw_train.stems[:PROXY_TRAIN_PATCHES]), None
+
+
+def has_ground_truth(data: TrainingData, split: str, what: str, log=print) -> bool:
+    """Whether ``data`` has the ground truth of ``split`` (``train``, ``val`` or ``test``); if not,
+    ``log`` one line: ``skipped <what>: <root>/<split>/gt has no ground truth``. Notebooks guard
+    every ground-truth cell with it, so real unpaired data skips them with one printed reason."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"has_ground_truth: split must be train, val or test, got {split!r}")
+    raw, gt = {"train": (data.raw_train, data.gt_train), "val": (data.raw_val, data.gt_val),
+               "test": (data.raw_test, data.gt_test)}[split]
+    if raw is not None and gt is not None:
+        return True
+    folder = next((s for s in ("val", "dev") if (data.root / s).is_dir()), "val") if split == "val" else split
+    log(f"skipped {what}: {data.root}/{folder}/gt has no ground truth")
+    return False
+
+
 def predict_on(trainer, raw: PatchSet) -> torch.Tensor:
     """A trainer's evaluated map on the RAW patches ``raw`` (sRGB ``[N,3,h,w]``, in ``raw``'s order)."""
     from uotisp_lib.inference import model_input
@@ -101,9 +133,11 @@ def predict_on(trainer, raw: PatchSet) -> torch.Tensor:
 def score_on(trainer, raw: PatchSet | None, gt: PatchSet | None, *, se: bool = False) -> dict[str, float]:
     """PSNR / SSIM / dE2000 of a trainer's evaluated map on ``raw`` against ``gt`` (keyed): means over
     the patches. ``se=True`` adds ``psnr_se``, ``ssim_se``, ``de2000_se``: the standard error of the
-    mean over the test *images* (patches averaged per image first; NaN with one image)."""
+    mean over the test *images* (patches averaged per image first; NaN with one image). Without
+    ``raw`` or ``gt`` every value is NaN (the same columns, so a table keeps its schema)."""
     if raw is None or gt is None:
-        return {}
+        names = ("psnr", "ssim", "de2000") + (("psnr_se", "ssim_se", "de2000_se") if se else ())
+        return dict.fromkeys(names, float("nan"))
     per = metrics.evaluate(predict_on(trainer, raw), gt.select(raw.stems))
     s = metrics.summarise(per)
     row = {"psnr": s["psnr"], "ssim": s["ssim"], "de2000": s["de2000"]}
@@ -149,7 +183,10 @@ def image_layout(data: TrainingData, patches: PatchSet, image_id: str) -> tuple[
 
 
 def image_stems(patches: PatchSet, image_id: str) -> list[str]:
-    """The stems ``<image_id>_<idx>`` of one image, in patch-index order (row-major)."""
+    """The stems ``<image_id>_<idx>`` of one image, in patch-index order (row-major); ``[image_id]``
+    when that stem itself is present (Zurich: each file is a whole image)."""
+    if image_id in patches.index:
+        return [image_id]
     stems = sorted((s for s in patches.stems if s.rsplit("_", 1)[0] == image_id), key=lambda s: int(s.rsplit("_", 1)[1]))
     if not stems:
         raise KeyError(f"no patches of image {image_id!r}")
@@ -185,13 +222,16 @@ def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", p
     ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.train import UOTTrainer
 
+    if cfg.mode == "paired" and data.gt_train is None:
+        raise ValueError(f"{data.root}/train/gt: no ground truth; mode 'paired' needs train/gt/<stem>.png for every "
+                         "train/raws/<stem>.npy (use mode 'unpaired')")
     trainer = UOTTrainer(
         cfg,
         data.raw_train,
         data.targets,
         run_dir,
         paired=data.gt_train,
-        val=(data.raw_val, data.gt_val) if data.raw_val is not None and data.gt_val is not None else None,
+        val=validation_raw(data),
         proxy_targets=data.proxy.images,
         preprocess=preprocess,
         device=device,
@@ -222,9 +262,8 @@ def run_pseudo_pair(
     targets = data.gt_train if cfg.paired else data.targets
     if cfg.paired and targets is None:
         raise ValueError(f"{data.root}: the paired baseline needs train/gt (the synthetic benchmark has it)")
-    val = None
-    if data.raw_val is not None and data.gt_val is not None:
-        val = (model_inputs(data.raw_val, kind, preprocess), data.gt_val)
+    val_raw, val_gt = validation_raw(data)
+    val = (model_inputs(val_raw, kind, preprocess), val_gt)
     trainer = PseudoPairTrainer(
         cfg, sources, targets, pair_fn, run_dir, val=val, proxy_targets=data.proxy.images,
         extractor=extractor, preprocess=preprocess, device=device,

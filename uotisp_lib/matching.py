@@ -669,10 +669,10 @@ def load_image_set(
     :class:`uotisp_lib.preprocessing.Preprocessor`) to pseudo-RGB; ``jpegs`` are read as sRGB.
     Each image is stitched with the grid from :func:`uotisp_lib.stitching.infer_grid` (on the
     packed RAW for ``raws``)."""
-    from uotisp_lib.data.layouts import LayoutError, scan_upisp
+    from uotisp_lib.data.layouts import LayoutError, scan_dataset
     from uotisp_lib.stitching import infer_grid, stitch
 
-    lay = scan_upisp(root)
+    lay = scan_dataset(root)
     paths = lay.paths(split, kind)
     if not paths:
         raise LayoutError(f"{Path(root) / split / kind}: no files; matching needs {split}/{kind}")

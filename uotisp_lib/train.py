@@ -12,9 +12,10 @@ The same loop trains the baselines: pairing by kNN or uniformly at random (only 
 changes), and a paired upper bound (the true ground truth of each source, L1 + SSIM loss).
 
 Every epoch ends with validation metrics (when ground truth exists), a ground-truth-free early-
-stopping proxy, an atomic checkpoint (resume continues exactly: weights, optimisers, step and every
-RNG), the history so far as ``history.csv`` and an export of the current map
-(:func:`uotisp_lib.inference.export_isp`).
+stopping proxy (also without any ground truth), the export of the best epoch so far (selected on
+the validation PSNR, else on the proxy), an atomic checkpoint (resume continues exactly: weights,
+optimisers, step and every RNG), the history so far as ``history.csv`` and an export of the
+current map (:func:`uotisp_lib.inference.export_isp`).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class EpochTrainer:
     epochs: int
     batch_size: int
     run_dir: Path
-    val: tuple[PatchSet, PatchSet] | None
+    val: tuple[PatchSet, PatchSet | None] | None
     proxy_targets: torch.Tensor | None
     device: str
     arch: str
@@ -156,16 +157,39 @@ class EpochTrainer:
         return out.clamp(0, 1)
 
     def evaluate(self) -> dict[str, float]:
-        """Validation metrics (when ground truth is given) and the proxy, on the current map."""
+        """Scores of the current map on ``self.val = (inputs, gt or None)``: ``val_psnr``,
+        ``val_ssim``, ``val_de2000`` when the ground truth is given, and ``proxy``
+        (:func:`colour_distance` of the renderings to ``proxy_targets``, lower is better) whenever
+        held-out targets are given -- with or without ground truth."""
         out: dict[str, float] = {}
-        if self.val is not None:
-            inputs, gt = self.val
-            preds = self.predict(inputs)
+        if self.val is None:
+            return out
+        inputs, gt = self.val
+        preds = self.predict(inputs)
+        if gt is not None:
             scores = metrics.summarise(metrics.evaluate(preds, gt.select(inputs.stems)))
             out.update(val_psnr=scores["psnr"], val_ssim=scores["ssim"], val_de2000=scores["de2000"])
-            if self.proxy_targets is not None:
-                out["proxy"] = colour_distance(preds, self.proxy_targets)
+        if self.proxy_targets is not None:
+            out["proxy"] = colour_distance(preds, self.proxy_targets)
         return out
+
+    def _select(self, record: dict) -> None:
+        """Model selection after an epoch: export ``run_dir/best`` when ``record`` improves on the
+        best epoch so far, by :func:`selection_criterion` (val PSNR with validation ground truth,
+        else the proxy). ``state.extra`` records ``selection`` (the criterion), ``best_score`` and
+        ``best_epoch`` (and ``best_val_psnr`` when selecting on it)."""
+        criterion = selection_criterion(record)
+        if criterion is None:
+            return
+        value, extra = float(record[criterion]), self.state.extra
+        if not math.isfinite(value):
+            return
+        best = extra.get("best_score", extra.get("best_val_psnr")) if extra.get("selection", "val_psnr") == criterion else None
+        if best is None or (value > best if SELECTION[criterion] == "higher" else value < best):
+            extra.update(selection=criterion, best_score=value, best_epoch=record["epoch"])
+            if criterion == "val_psnr":
+                extra["best_val_psnr"] = value
+            self.export(self.run_dir / "best")
 
     def fit(
         self,
@@ -222,11 +246,7 @@ class EpochTrainer:
             record.update(self.evaluate())
             self.state.history.append(record)
             self.state.extra["epoch"] = epoch + 1
-            best = self.state.extra.get("best_val_psnr")
-            if "val_psnr" in record and (best is None or record["val_psnr"] > best):
-                # model selection on the validation split: the best epoch's map, exported beside the last
-                self.state.extra.update(best_val_psnr=float(record["val_psnr"]), best_epoch=epoch + 1)
-                self.export(self.run_dir / "best")
+            self._select(record)  # model selection: the best epoch's map, exported beside the last
             scores = {k: record[k] for k in ("val_psnr", "proxy") if k in record}
             bar.set_postfix({**_running(sums, self.steps_per_epoch), **_running(scores, 1)})
             bar.close()
@@ -246,10 +266,13 @@ class EpochTrainer:
     def export(self, out: Path | None = None) -> Path:
         """Write the evaluated map as ``run_dir/export`` (or ``out``; see :mod:`uotisp_lib.inference`).
 
-        With validation ground truth, ``run_dir/best`` holds the map of the epoch with the highest
-        validation PSNR (``state.extra["best_epoch"]``): what a study selects on validation."""
+        ``run_dir/best`` holds the map of the best epoch (``state.extra["best_epoch"]``): the highest
+        validation PSNR with validation ground truth, else the lowest proxy (``state.extra["selection"]``
+        says which; the export's ``selected_on`` too)."""
         role = "latest" if out is None else "best" if Path(out) == self.run_dir / "best" else "other"
         meta = {"epoch": self.state.extra["epoch"], "step": self.state.step, "role": role, **self.export_meta()}
+        if role == "best":
+            meta["selected_on"] = self.state.extra.get("selection")
         out = self.run_dir / "export" if out is None else out
         return export_isp(out, self.eval_model(), self.arch, self.arch_kwargs, self.preprocess, meta)
 
@@ -262,6 +285,15 @@ class EpochTrainer:
 
 #: per-epoch history of a run, beside its ``ckpt`` folder
 HISTORY = "history.csv"
+
+#: model-selection criteria, in order of preference, and which direction is better: the validation
+#: PSNR when the validation split has ground truth, else the ground-truth-free proxy (a distance)
+SELECTION: dict[str, str] = {"val_psnr": "higher", "proxy": "lower"}
+
+
+def selection_criterion(record: dict) -> str | None:
+    """The first criterion of :data:`SELECTION` that an epoch's ``record`` holds (None: neither)."""
+    return next((k for k in SELECTION if k in record), None)
 
 #: logged values shown first in the progress bar, when a trainer logs them
 _SHOWN = ("total", "l1", "map/loss", "map/cost", "potential/potential_gap")
@@ -330,7 +362,8 @@ class PseudoPairTrainer(EpochTrainer):
         targets: sRGB targets keyed by stem (train JPEGs; or the ground truth when ``cfg.paired``).
         pair_fn: picks the target stem of each source stem (ignored when ``cfg.paired``).
         run_dir: checkpoints under ``run_dir/ckpt``, the exported map under ``run_dir/export``.
-        val: (inputs, ground truth) keyed by the same stems, for PSNR / SSIM / dE2000 each epoch.
+        val: (inputs, ground truth or None) keyed by the same stems: PSNR / SSIM / dE2000 each epoch
+            when the ground truth is given, the proxy on the inputs' renderings in any case.
         proxy_targets: held-out target patches for the ground-truth-free proxy (:func:`colour_distance`).
         extractor: feature extractor of the Gram loss (``None`` drops the Gram term).
         preprocess: recorded in the export so ``uotisp infer`` rebuilds the same inputs.
@@ -344,7 +377,7 @@ class PseudoPairTrainer(EpochTrainer):
         pair_fn: PairFn | None,
         run_dir: str | Path,
         *,
-        val: tuple[PatchSet, PatchSet] | None = None,
+        val: tuple[PatchSet, PatchSet | None] | None = None,
         proxy_targets: torch.Tensor | None = None,
         extractor: losses.FeatureExtractor | None = None,
         preprocess: PreprocessConfig | None = None,
@@ -548,7 +581,7 @@ class UOTTrainer(EpochTrainer):
         run_dir: str | Path,
         *,
         paired: PatchSet | None = None,
-        val: tuple[PatchSet, PatchSet] | None = None,
+        val: tuple[PatchSet, PatchSet | None] | None = None,
         proxy_targets: torch.Tensor | None = None,
         preprocess: PreprocessConfig | None = None,
         device: str = "cpu",

@@ -1,9 +1,10 @@
 """``uotisp train``: train an ISP on a UP-ISP folder with the UOT or the pseudo-pair trainer.
 
 The run folder ``--out`` holds ``ckpt/`` (checkpoints, one per epoch), ``export/`` (the latest map,
-for ``uotisp infer`` / ``eval``), ``best/`` (the map of the best validation epoch, when the data has
-val/gt) and ``history.csv`` (one row per epoch). Running the same command again resumes from the
-newest checkpoint (or reuses a finished run); ``--fresh`` moves the old run aside and starts over.
+for ``uotisp infer`` / ``eval``), ``best/`` (the map of the best epoch: highest validation PSNR when
+the data has val/gt, else lowest ground-truth-free proxy) and ``history.csv`` (one row per epoch).
+Running the same command again resumes from the newest checkpoint (or reuses a finished run);
+``--fresh`` moves the old run aside and starts over.
 
 The configuration starts from the profile (``--profile``: the study defaults of notebooks 04 / 05),
 then ``--config FILE.toml``, then ``--arch`` / ``--mode`` / ``--seed``, then each ``--set key=value``
@@ -246,7 +247,11 @@ def _report(trainer, row: dict, out: Path) -> None:
     """The run's last epoch, where its export and history are, and how to score it."""
     last = trainer.state.history[-1] if trainer.state.history else {}
     scores = "".join(f", {k} {last[k]:.4g}" for k in ("val_psnr", "proxy") if k in last)
-    best = f", best: {out / 'best'} (epoch {trainer.state.extra['best_epoch']})" if "best_epoch" in trainer.state.extra else ""
+    extra = trainer.state.extra
+    best = ""
+    if "best_epoch" in extra:
+        how = "highest val_psnr" if extra.get("selection", "val_psnr") == "val_psnr" else "lowest proxy, no val ground truth"
+        best = f", best: {out / 'best'} (epoch {extra['best_epoch']}, {how})"
     print(f"done: epoch {trainer.state.extra['epoch']}/{trainer.epochs}, step {trainer.state.step}{scores}; "
           f"export: {out / 'export'}{best}; history: {out / 'history.csv'}")
     print(f"score it: uotisp eval --checkpoint {out / 'export'} --data DATA --split test")

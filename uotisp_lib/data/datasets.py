@@ -59,7 +59,7 @@ def load_raw_patches(layout: UpIspLayout, split: str, *, black: float = 0.0, whi
     paths = layout.paths(split, "raws")
     if not paths:
         raise FileNotFoundError(f"{layout.root / split / 'raws'}: no RAW patches")
-    arr = uio.load_raw_batch(list(paths.values())).astype(np.float32)
+    arr = layout.read_raws(list(paths.values())).astype(np.float32)
     t = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     return PatchSet(tuple(paths), ((t - black) / (white - black)).clamp(0.0, 1.0))
 

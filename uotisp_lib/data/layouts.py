@@ -186,11 +186,14 @@ def _check_root(root: Path, expected: str) -> None:
 class UpIspLayout:
     """Files of a UP-ISP style dataset: ``files[split][kind][stem] -> path`` (kinds raws/jpegs/gt).
 
-    Only splits with at least one file appear; stems are in natural order.
+    Only splits with at least one file appear; stems are in natural order. ``format`` is
+    ``"upisp"`` (RAW patches ``<img>_<idx>.npy``) or ``"zurich"`` (:func:`zurich_view`: each file a
+    whole image, RAW as 16-bit Bayer PNG).
     """
 
     root: Path
     files: dict[str, dict[str, dict[str, Path]]]
+    format: str = "upisp"
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -211,7 +214,10 @@ class UpIspLayout:
         return list(self.paths(split, "raws"))
 
     def images(self, split: str, kind: str = "raws") -> dict[str, list[str]]:
-        """``{image_id: [stems by idx]}`` of a split and kind; bad groups raise (:func:`group_stems`)."""
+        """``{image_id: [stems by idx]}`` of a split and kind; bad groups raise (:func:`group_stems`).
+        Zurich: every file is one whole image, ``{stem: [stem]}``."""
+        if self.format == "zurich":
+            return {s: [s] for s in self.paths(split, kind)}
         try:
             return group_stems(self.paths(split, kind))
         except ValueError as err:
@@ -243,7 +249,7 @@ class UpIspLayout:
             raise LayoutError(f"{self.root / split / kind}: no image {image_id!r} (have {_fmt_list(groups)})")
         paths = self.paths(split, kind)
         if kind == "raws":
-            return uio.load_raw_batch([paths[s] for s in groups[image_id]])
+            return self.read_raws([paths[s] for s in groups[image_id]])
         images = [uio.read_srgb(paths[s]) for s in groups[image_id]]
         shapes = [img.shape for img in images]
         common = max(set(shapes), key=shapes.count)  # the odd one out is named, not the first
@@ -254,6 +260,19 @@ class UpIspLayout:
                     f"{image_id!r}; patches of one image must be equal"
                 )
         return np.stack(images)
+
+    def read_raws(self, paths: list[Path]) -> np.ndarray:
+        """Equally shaped RAW files -> ``uint16`` ``[N,h,w,4]`` ``[R, Gr, Gb, B]`` in 0..1023: ``.npy``
+        patches (:func:`uotisp_lib.io.load_raw_batch`), or Zurich Bayer PNGs (:func:`read_zurich_raw`).
+        A shape unlike the first file's raises naming both files."""
+        if self.format != "zurich":
+            return uio.load_raw_batch(paths)
+        arrays = [read_zurich_raw(p) for p in paths]
+        for p, a in zip(paths, arrays):
+            if a.shape != arrays[0].shape:
+                raise uio.RawFormatError(f"{p}: shape {a.shape} differs from {arrays[0].shape} of {paths[0]}; "
+                                         "a batch needs equal shapes")
+        return np.stack(arrays)
 
     def read_patches(self, split: str, kind: str, image_id: str):
         """:meth:`read_image` as a float32 tensor ``[N,C,h,w]``: RAW in raw units, sRGB in [0,1]."""
@@ -273,7 +292,7 @@ class UpIspLayout:
                 row[f"{label}_images"] = len(self.images(split, kind)) if paths else 0
                 row[f"{label}_patches"] = len(paths)
             if read_values and self.files[split].get("raws"):
-                values = [uio.read_raw(p) for p in self.files[split]["raws"].values()]
+                values = [self.read_raws([p]) for p in self.files[split]["raws"].values()]
                 row["raw_min"] = int(min(v.min() for v in values))
                 row["raw_max"] = int(max(v.max() for v in values))
             rows.append(row)
@@ -371,3 +390,27 @@ def read_zurich_raw(path: str | os.PathLike) -> np.ndarray:
     UP-ISP order ``[R, G(0,1), G(1,0), B]``; normalisation is left to preprocessing.
     """
     return uio.read_bayer_png(path, bits=10, pattern="RGGB")
+
+
+def zurich_view(z: ZurichLayout) -> UpIspLayout:
+    """A Zurich folder seen as a UP-ISP layout (``format="zurich"``): per split, ``raws`` are the
+    ``huawei_raw`` PNGs and ``gt`` their paired ``canon`` JPEGs (by stem); the train split's
+    ``canon`` JPEGs also serve as its ``jpegs`` (the target set of unpaired training: the same
+    scenes, drawn without their pairing)."""
+    files: dict[str, dict[str, dict[str, Path]]] = {}
+    for split in z.splits:
+        pairs = z.paired(split)
+        files[split] = {"raws": {s: r for s, r, _ in pairs}, "gt": {s: g for s, _, g in pairs}}
+        if split == "train":
+            files[split]["jpegs"] = dict(files[split]["gt"])
+    return UpIspLayout(root=z.root, files=files, format="zurich")
+
+
+def scan_dataset(root: str | os.PathLike) -> UpIspLayout:
+    """List a dataset folder, detecting its layout: Zurich RAW-to-RGB when ``<root>/train`` or
+    ``<root>/test`` holds ``huawei_raw`` (:func:`scan_zurich`, seen through :func:`zurich_view`),
+    else UP-ISP (:func:`scan_upisp`). Errors are those of the detected layout's scanner."""
+    root = Path(root)
+    if any((root / s / "huawei_raw").is_dir() for s in ZURICH_SPLITS):
+        return zurich_view(scan_zurich(root))
+    return scan_upisp(root)
