@@ -164,10 +164,14 @@ EXPERTS: dict[str, type[nn.Module]] = {
 def _grad_norm(loss: Tensor, targets: list[Tensor], loss_scale: float = 1.0) -> float:
     """Norm of ``d loss / d targets`` over all targets (unused ones count 0); the graph is kept.
     ``loss_scale``: the loss is multiplied by it before the backward and the norm divided by it
-    after (float16 autocast: keeps small gradients from flushing to zero)."""
+    after (float16 autocast: keeps small gradients from flushing to zero; when that overflows, the
+    unscaled gradient's norm is returned)."""
     grads = torch.autograd.grad(loss * loss_scale if loss_scale != 1.0 else loss, targets, retain_graph=True, allow_unused=True)
     norm = math.sqrt(sum(float(g.detach().float().pow(2).sum()) for g in grads if g is not None))
-    return norm / loss_scale if loss_scale != 1.0 else norm
+    if loss_scale != 1.0:
+        # scaled too far (float16 overflow): the unscaled gradient instead
+        return norm / loss_scale if math.isfinite(norm) else _grad_norm(loss, targets)
+    return norm
 
 
 def _check_logits(out: object, name: str, b: int) -> Tensor:
