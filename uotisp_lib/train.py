@@ -773,6 +773,7 @@ class UOTTrainer(EpochTrainer):
         if ddp and bool(mask.any()):
             paired_weight = int(mask.sum()) / sum(s in self.paired_stems for s in stems) / self.share
         y_col = self._draw_targets(cfg.colour_ot_draw * len(stems)).to(dev) if cfg.colour_ot > 0 else None
+        total_fix = 0.0
         for _ in range(cfg.uot.map_steps_per_potential):
             with self.autocast():
                 fake = self.model(inp)
@@ -787,6 +788,8 @@ class UOTTrainer(EpochTrainer):
                                                         generator=self.state.generators["pairs"])
                     total = total + cfg.colour_ot * (col / self.share if ddp else col)
                     logs["colour_ot"] = float(col.detach())
+                    if ddp:  # the logged total holds the term once (logs are summed weighted by share)
+                        total_fix = cfg.colour_ot * float(col.detach()) * (1.0 / self.share - 1.0)
                 if bool(mask.any()):
                     gt = gt_all[mask.cpu()].to(dev)
                     sup = uot.paired_loss(fake[mask], gt, cfg.paired_l1, cfg.paired_ssim)
@@ -807,7 +810,7 @@ class UOTTrainer(EpochTrainer):
             self.update("map", total)
             self.ema.update(self.model)
             self._tick("map")
-        logs.update({f"map/{k}": v for k, v in lt.items()}, total=float(total.detach()))
+        logs.update({f"map/{k}": v for k, v in lt.items()}, total=float(total.detach()) - total_fix if total_fix else float(total.detach()))
         return logs
 
     def export_meta(self) -> dict:
