@@ -148,7 +148,7 @@ def test_killed_process_stops_the_job_and_the_run_resumes_under_another_process_
     stdout, stderr = job.communicate(timeout=120)
     assert job.returncode != 0
     assert "resumed from step 3 (config hash " in stdout and ", epoch 1/4" in stdout
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("uotisp train: error:")]
+    lines = [ln for ln in re.split(r"[\r\n]", stderr) if ln.startswith("uotisp train: error:")]  # \r: after a bar
     assert len(lines) == 1, stderr[-3000:]
     assert re.fullmatch(r"uotisp train: error: process 0 of 2 (lost contact with another process \(it died or was killed\)"
                         r"|stopped by a signal \(exit \d+\): another process failed or the job was interrupted); the job "

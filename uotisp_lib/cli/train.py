@@ -227,7 +227,8 @@ def _stopped(args: argparse.Namespace, why: str) -> None:
 
     pointer = Path(args.out) / "ckpt" / LATEST
     last = pointer.read_text().strip() if pointer.is_file() else "none yet"
-    print(f"uotisp train: error: process {distributed.rank()} of {distributed.world_size()} {why}; the job stops. "
+    # the leading newline ends a progress bar left mid-line, so the message is a line of its own
+    print(f"\nuotisp train: error: process {distributed.rank()} of {distributed.world_size()} {why}; the job stops. "
           f"Last checkpoint: {last}; run the same command again to resume", file=sys.stderr, flush=True)
 
 
