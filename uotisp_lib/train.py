@@ -148,6 +148,11 @@ class EpochTrainer:
         raise NotImplementedError
 
     # ----------------------------------------------------------------------- DDP and AMP hooks
+    def shard_for(self, n: int) -> None:
+        """Make the next :meth:`train_step` on a global batch of ``n`` stems train on this rank's rows."""
+        lo, hi = distributed.shard_bounds(n)
+        self._rows, self.share = slice(lo, hi), (hi - lo) / n
+
     def local_rows(self, t: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a tensor drawn for the whole global batch (all of it in one process)."""
         return t[self._rows]
@@ -286,8 +291,7 @@ class EpochTrainer:
                        disable=not (progress and main))
             for b in range(self.steps_per_epoch):
                 batch = [stems[i] for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
-                lo, hi = distributed.shard_bounds(len(batch))
-                self._rows, self.share = slice(lo, hi), (hi - lo) / len(batch)
+                self.shard_for(len(batch))
                 for k, v in self.train_step(batch, epoch).items():
                     # weighted by the share: summed over ranks, a mean over the global batch
                     sums[k] = sums.get(k, 0.0) + (v * self.share if ddp else v)
