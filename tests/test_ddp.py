@@ -233,3 +233,16 @@ def test_shards_partition_every_global_batch_and_single_process_helpers_are_iden
     assert distributed.sum_dicts({"a": 1.5}) == {"a": 1.5}
     x = torch.arange(3.0)
     assert distributed.gather_batch(x) is x and distributed.all_reduce_mean(2.5) == 2.5
+
+
+def test_a_last_batch_smaller_than_the_process_count_is_dropped(tmp_path, monkeypatch):
+    t = _tiny_trainer(tmp_path)  # 4 stems
+    t.batch_size = 3  # global batches 3 + 1
+    assert t.steps_per_epoch == 2
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert t.steps_per_epoch == 1  # a batch of 1 cannot be split over 2 processes: dropped
+    t.batch_size = 2
+    assert t.steps_per_epoch == 2
+    monkeypatch.setattr(distributed, "shard_bounds", lambda n: (2, 3))  # the last rank's rows of 3
+    t.shard_for(3)
+    assert (t.share, t.local_rows(torch.arange(3)).tolist()) == (1 / 3, [2])

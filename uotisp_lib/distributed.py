@@ -181,6 +181,16 @@ def broadcast_modules(modules: Iterable) -> None:
             dist.broadcast(t, 0)
 
 
+def _comm_device():
+    """Where small tensors for a collective live: the current GPU under NCCL, else the CPU."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_mean(values):
     """Mean over ranks of a tensor (returned; the input is left as it is) or of a float."""
     import torch
@@ -189,7 +199,8 @@ def all_reduce_mean(values):
         return values
     import torch.distributed as dist
 
-    t = values.detach().clone() if isinstance(values, torch.Tensor) else torch.tensor(float(values), dtype=torch.float64)
+    t = values.detach().clone() if isinstance(values, torch.Tensor) else torch.tensor(float(values), dtype=torch.float64,
+                                                                                          device=_comm_device())
     dist.all_reduce(t)
     t /= world_size()
     return t if isinstance(values, torch.Tensor) else float(t)
@@ -204,9 +215,9 @@ def global_norms(norms: list[float], weight: float) -> list[float]:
     import torch
     import torch.distributed as dist
 
-    t = (torch.tensor(norms, dtype=torch.float64) * weight).pow(2)
+    t = (torch.tensor(norms, dtype=torch.float64, device=_comm_device()) * weight).pow(2)
     dist.all_reduce(t)
-    return t.sqrt().tolist()
+    return t.sqrt().cpu().tolist()
 
 
 def gather_batch(local):
