@@ -217,8 +217,9 @@ def pseudo_pair_config(study, arch: str = "colornet", seed: int = 0, paired: boo
 
 
 def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", preprocess: PreprocessConfig | None = None,
-            **fit_kw):
+            amp: str = "off", **fit_kw):
     """Train a :class:`~uotisp_lib.train.UOTTrainer` on ``data``; return ``(row, trainer)``.
+    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`;
     ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.train import UOTTrainer
 
@@ -236,6 +237,7 @@ def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", p
         preprocess=preprocess,
         device=device,
     )
+    trainer.set_amp(amp)
     hist = trainer.fit(**fit_kw)
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model), **score_on(trainer, data.raw_test, data.gt_test)}
     row["proxy"] = hist[-1].get("proxy", float("nan"))
@@ -250,9 +252,11 @@ def run_pseudo_pair(
     device: str = "cpu",
     preprocess: PreprocessConfig | None = None,
     extractor=None,
+    amp: str = "off",
     **fit_kw,
 ):
     """Train a :class:`~uotisp_lib.train.PseudoPairTrainer` (paired when ``cfg.paired``); return ``(row, trainer)``.
+    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`;
     ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.models import build_isp
     from uotisp_lib.train import PseudoPairTrainer
@@ -268,6 +272,7 @@ def run_pseudo_pair(
         cfg, sources, targets, pair_fn, run_dir, val=val, proxy_targets=data.proxy.images,
         extractor=extractor, preprocess=preprocess, device=device,
     )
+    trainer.set_amp(amp)
     hist = trainer.fit(**fit_kw)
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model),
            **score_on(trainer, data.raw_test, data.gt_test, se=True)}

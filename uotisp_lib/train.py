@@ -20,6 +20,7 @@ current map (:func:`uotisp_lib.inference.export_isp`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +30,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from uotisp_lib import losses, metrics, uot
+from uotisp_lib import distributed, losses, metrics, uot
 from uotisp_lib.checkpoint import TrainState, load_latest_checkpoint, run_lock, save_checkpoint
 from uotisp_lib.data.datasets import PatchSet
 from uotisp_lib.inference import export_isp, export_step
@@ -117,6 +118,11 @@ class EpochTrainer:
     generators include ``order``), ``self.sources`` (keyed network inputs), ``self.epochs``,
     ``self.batch_size``, ``self.run_dir``, ``self.val``, ``self.proxy_targets``, ``self.device``,
     and implement :meth:`train_step` and :meth:`export_meta`.
+
+    Under torchrun (:mod:`uotisp_lib.distributed`) ``batch_size`` is the global batch: every rank
+    gets the same global batch of stems in :meth:`train_step`, draws its randomness for all of it,
+    keeps the rows :meth:`local_rows` and updates through :meth:`update` (gradients all-reduced,
+    weighted by :attr:`share`); rank 0 alone writes. ``amp`` (:meth:`set_amp`): mixed precision on CUDA.
     """
 
     model: nn.Module
@@ -132,15 +138,76 @@ class EpochTrainer:
     arch_kwargs: dict
     preprocess: PreprocessConfig | None
 
+    #: mixed precision of the training forward passes: "off", "bf16" or "fp16" (CUDA; see set_amp)
+    amp: str = "off"
+    #: this rank's share n_r / n of the current global batch (1 in a single process)
+    share: float = 1.0
+    _rows: slice = slice(None)
+    _scalers: dict | None = None
+
     def train_step(self, stems: list[str], epoch: int) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
+
+    # ----------------------------------------------------------------------- DDP and AMP hooks
+    def shard_for(self, n: int) -> None:
+        """Make the next :meth:`train_step` on a global batch of ``n`` stems train on this rank's rows."""
+        lo, hi = distributed.shard_bounds(n)
+        self._rows, self.share = slice(lo, hi), (hi - lo) / n
+
+    def local_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a tensor drawn for the whole global batch (all of it in one process)."""
+        return t[self._rows]
+
+    def set_amp(self, mode: str, allow_cpu: bool = False) -> None:
+        """Mixed precision for the training forward passes: ``"off"`` (float32), ``"bf16"``
+        (autocast to bfloat16) or ``"fp16"`` (float16 with one ``GradScaler`` per optimiser; its
+        scale is not checkpointed: a resumed run starts from the default scale). CUDA only: the
+        CPU stays float32 and any other mode is refused (ValueError naming ``--amp``);
+        ``allow_cpu`` lifts that for tests of the plumbing. R1 and evaluation always run in float32."""
+        if mode not in AMP_MODES:
+            raise ValueError(f"--amp {mode}: expected one of {', '.join(AMP_MODES)}")
+        if mode != "off" and not self.device.startswith("cuda") and not allow_cpu:
+            raise ValueError(f"--amp {mode}: mixed precision needs a CUDA device (got {self.device}); "
+                             "CPU training stays float32, expected --amp off")
+        self.amp = mode
+        self._scalers = None
+        if mode == "fp16":
+            dev = "cuda" if self.device.startswith("cuda") else "cpu"
+            self._scalers = {name: torch.amp.GradScaler(dev) for name in self.state.optimizers}
+
+    def autocast(self):
+        """The autocast context of :attr:`amp` for training forward passes (a no-op when off)."""
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        dev = "cuda" if self.device.startswith("cuda") else "cpu"
+        return torch.autocast(dev, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    def update(self, name: str, loss: torch.Tensor) -> None:
+        """One step of optimiser ``name`` on ``loss``: zero its gradients, backward (scaled under
+        fp16), all-reduce the gradients of its parameters across ranks (weighted by :attr:`share`),
+        step. Under fp16 the all-reduce comes before the scaler's inf check, so every rank skips
+        (or takes) the same steps."""
+        opt = self.state.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        scaler = self._scalers.get(name) if self._scalers else None
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        distributed.sync_grads((p for g in opt.param_groups for p in g["params"]), self.share)
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)
+            scaler.update()
 
     def export_meta(self) -> dict:  # pragma: no cover
         raise NotImplementedError
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.sources) / self.batch_size)
+        """Global batches per epoch; under N processes a last batch of fewer than N stems is dropped."""
+        n, world = len(self.sources), distributed.world_size()
+        if world > 1 and 0 < n % self.batch_size < world:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
 
     def eval_model(self) -> nn.Module:
         """The network evaluated and exported (the EMA copy where a trainer keeps one)."""
@@ -173,11 +240,12 @@ class EpochTrainer:
             out["proxy"] = colour_distance(preds, self.proxy_targets)
         return out
 
-    def _select(self, record: dict) -> None:
+    def _select(self, record: dict, write: bool = True) -> None:
         """Model selection after an epoch: export ``run_dir/best`` when ``record`` improves on the
         best epoch so far, by :func:`selection_criterion` (val PSNR with validation ground truth,
         else the proxy). ``state.extra`` records ``selection`` (the criterion), ``best_score`` and
-        ``best_epoch`` (and ``best_val_psnr`` when selecting on it)."""
+        ``best_epoch`` (and ``best_val_psnr`` when selecting on it). ``write=False`` (ranks other
+        than 0 under DDP) updates the state without exporting."""
         criterion = selection_criterion(record)
         if criterion is None:
             return
@@ -189,7 +257,8 @@ class EpochTrainer:
             extra.update(selection=criterion, best_score=value, best_epoch=record["epoch"])
             if criterion == "val_psnr":
                 extra["best_val_psnr"] = value
-            self.export(self.run_dir / "best")
+            if write:
+                self.export(self.run_dir / "best")
 
     def fit(
         self,
@@ -207,23 +276,34 @@ class EpochTrainer:
         ``run_dir/history.csv`` (atomically, after each checkpoint). The run folder is locked for
         the call (:func:`uotisp_lib.checkpoint.run_lock`): a second trainer is refused.
         """
-        with run_lock(self.run_dir):
-            return self._fit(resume, stop_after_epochs, progress, log)
+        if distributed.world_size() > 1 and self.batch_size < distributed.world_size():
+            raise ValueError(f"batch_size {self.batch_size}: the global batch must have at least one stem per "
+                             f"process; expected batch_size >= {distributed.world_size()} under torchrun")
+        # under torchrun rank 0 alone holds the lock (and writes); the others wait for it at the end
+        with run_lock(self.run_dir) if distributed.is_main() else contextlib.nullcontext():
+            history = self._fit(resume, stop_after_epochs, progress, log)
+        distributed.barrier()
+        return history
 
     def _fit(self, resume: bool, stop_after_epochs: int | None, progress: bool, log: Callable[[str], None] | None) -> list[dict]:
         """:meth:`fit` under the run lock."""
         from tqdm.auto import tqdm
 
         ckpt_dir = self.run_dir / "ckpt"
+        main, ddp = distributed.is_main(), distributed.is_distributed()
         if resume:
             wanted = self.state.extra.get("config")
             last = load_latest_checkpoint(ckpt_dir, self.state)
             if last is not None:
                 _check_same_config(last, self.state.extra.get("config"), wanted)
-                self._refresh_export()
-                write_history(self.run_dir / HISTORY, self.state.history)
-                if log is not None:
+                if main:
+                    self._refresh_export()
+                    write_history(self.run_dir / HISTORY, self.state.history)
+                if log is not None and main:
                     log(self._resume_message())
+        if ddp:  # every rank starts from rank 0's tensors; rank-local RNGs from the run seed
+            distributed.broadcast_modules(self.state.models.values())
+            distributed.seed_rank(int(self.state.extra.get("config", {}).get("seed", 0)), self.state.step)
         done_here = 0
         stems = list(self.sources.stems)
         while self.state.extra["epoch"] < self.epochs:
@@ -233,26 +313,32 @@ class EpochTrainer:
             t0 = time.perf_counter()
             order = torch.randperm(len(stems), generator=self.state.generators["order"]).tolist()
             sums: dict[str, float] = {}
-            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", disable=not progress)
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
+                       disable=not (progress and main))
             for b in range(self.steps_per_epoch):
                 batch = [stems[i] for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+                self.shard_for(len(batch))
                 for k, v in self.train_step(batch, epoch).items():
-                    sums[k] = sums.get(k, 0.0) + v
+                    # weighted by the share: summed over ranks, a mean over the global batch
+                    sums[k] = sums.get(k, 0.0) + (v * self.share if ddp else v)
                 self.state.step += 1
                 bar.set_postfix(_running(sums, b + 1), refresh=False)
                 bar.update(1)
+            if ddp:
+                sums = distributed.sum_dicts(sums)
             record: dict = {"epoch": epoch + 1, "step": self.state.step, "seconds": time.perf_counter() - t0}
             record.update({k: v / self.steps_per_epoch for k, v in sums.items()})
             record.update(self.evaluate())
             self.state.history.append(record)
             self.state.extra["epoch"] = epoch + 1
-            self._select(record)  # model selection: the best epoch's map, exported beside the last
+            self._select(record, write=main)  # model selection: the best epoch's map, exported beside the last
             scores = {k: record[k] for k in ("val_psnr", "proxy") if k in record}
             bar.set_postfix({**_running(sums, self.steps_per_epoch), **_running(scores, 1)})
             bar.close()
-            save_checkpoint(ckpt_dir, self.state)
-            write_history(self.run_dir / HISTORY, self.state.history)
-            self.export()
+            if main:
+                save_checkpoint(ckpt_dir, self.state)
+                write_history(self.run_dir / HISTORY, self.state.history)
+                self.export()
             done_here += 1
         return list(self.state.history)
 
@@ -294,6 +380,10 @@ SELECTION: dict[str, str] = {"val_psnr": "higher", "proxy": "lower"}
 def selection_criterion(record: dict) -> str | None:
     """The first criterion of :data:`SELECTION` that an epoch's ``record`` holds (None: neither)."""
     return next((k for k in SELECTION if k in record), None)
+
+
+#: values of ``--amp`` / :meth:`EpochTrainer.set_amp`
+AMP_MODES = ("off", "bf16", "fp16")
 
 #: logged values shown first in the progress bar, when a trainer logs them
 _SHOWN = ("total", "l1", "map/loss", "map/cost", "potential/potential_gap")
@@ -416,7 +506,7 @@ class PseudoPairTrainer(EpochTrainer):
         return losses.StatisticLoss(weights, self.extractor)
 
     def _step(self, stems: list[str], stage: str, loss_fn: losses.StatisticLoss) -> dict[str, float]:
-        cfg, opt_g, opt_d = self.cfg, self.state.optimizers["map"], self.state.optimizers["disc"]
+        cfg = self.cfg
         x = self.sources.select(stems)
         if cfg.paired:
             y = self.targets.select(stems)
@@ -429,24 +519,23 @@ class PseudoPairTrainer(EpochTrainer):
             else:  # statistic losses need no alignment: crop the target independently
                 x, _ = random_crops(x, cfg.crop, gen, scale)
                 y, _ = random_crops(y, cfg.crop, gen)
-        x, y = x.to(self.device), y.to(self.device)
-        y_hat = self.model(x)
+        # drawn for the whole global batch; this rank trains on its rows (all of them in one process)
+        x, y = self.local_rows(x).to(self.device), self.local_rows(y).to(self.device)
         logs: dict[str, float] = {}
-        if cfg.paired:
-            l1 = losses.l1_loss(y_hat, y)
-            total = l1 + cfg.ssim_weight * losses.ssim_loss(y_hat, y) if cfg.ssim_weight else l1
-            logs.update(l1=float(l1.detach()), total=float(total.detach()))
-        else:
-            adv = loss_fn.weights["adv"] > 0
-            total, logs = loss_fn(y_hat, y, self.disc(y_hat) if adv else None)
-        opt_g.zero_grad(set_to_none=True)
-        total.backward()
-        opt_g.step()
+        with self.autocast():
+            y_hat = self.model(x)
+            if cfg.paired:
+                l1 = losses.l1_loss(y_hat, y)
+                total = l1 + cfg.ssim_weight * losses.ssim_loss(y_hat, y) if cfg.ssim_weight else l1
+                logs.update(l1=float(l1.detach()), total=float(total.detach()))
+            else:
+                adv = loss_fn.weights["adv"] > 0
+                total, logs = loss_fn(y_hat, y, self.disc(y_hat) if adv else None)
+        self.update("map", total)
         if not cfg.paired and loss_fn.weights["adv"] > 0:
-            d_loss = losses.hinge_d_loss(self.disc(y), self.disc(y_hat.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+            with self.autocast():
+                d_loss = losses.hinge_d_loss(self.disc(y), self.disc(y_hat.detach()))
+            self.update("disc", d_loss)
             logs["d_loss"] = float(d_loss.detach())
         return logs
 
@@ -656,15 +745,24 @@ class UOTTrainer(EpochTrainer):
                 group["lr"] = base[name] * f
 
     def _draw_targets(self, n: int) -> torch.Tensor:
-        """``n`` target patches drawn uniformly (cropped like the step's), on the device."""
+        """``n`` target patches drawn uniformly (cropped like the step's), on the CPU."""
         pick = torch.randint(0, len(self.targets), (n,), generator=self.state.generators["pairs"])
         y = self.targets.images[pick]
         if self.cfg.crop:
             (y,) = aligned_crops([(y, 1)], self.cfg.crop, self.state.generators["order"])
-        return y.to(self.device)
+        return y
 
     def train_step(self, stems: list[str], epoch: int) -> dict[str, float]:
-        cfg, dev, opts = self.cfg, self.device, self.state.optimizers
+        """One UOT step on the global batch ``stems`` (this rank's rows of it under torchrun: see
+        :mod:`uotisp_lib.distributed`; the terms that are not means over samples are made global:
+        the colour expert sees the whole gathered batch, the paired loss is weighted by the paired
+        count of the whole batch, the committee balances with the global gradient norms)."""
+        cfg, dev = self.cfg, self.device
+        ddp = distributed.is_distributed()
+        if self.committee is not None:
+            self.committee.reduce_norms = (lambda norms: distributed.global_norms(norms, self.share)) if ddp else None
+            scaler = self._scalers.get("map") if self._scalers else None
+            self.committee.norm_loss_scale = float(scaler.get_scale()) if scaler is not None else 1.0
         self._t = time.perf_counter()
         x, inp, ref = self.raw.select(stems), self.sources.select(stems), self.references.select(stems)
         pick = torch.randint(0, len(self.targets), (len(stems),), generator=self.state.generators["pairs"])
@@ -677,67 +775,81 @@ class UOTTrainer(EpochTrainer):
             x, inp, ref, *rest = aligned_crops(parts, cfg.crop, gen)
             gt_all = rest[0] if rest else None
             (y,) = aligned_crops([(y, 1)], cfg.crop, gen)
-        x, inp, ref, y = x.to(dev), inp.to(dev), ref.to(dev), y.to(dev)
+        # everything above was drawn for the whole global batch; this rank trains on its rows
+        rows = self.local_rows
+        x, inp, ref, y = rows(x).to(dev), rows(inp).to(dev), rows(ref).to(dev), rows(y).to(dev)
+        local_stems = stems[self._rows]
+        gt_all = rows(gt_all) if gt_all is not None else None
         logs: dict[str, float] = {}
         self._tick("data")
         self._set_lr()
         # potential steps (and the experts' discriminator step) on a detached map output
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             fake = self.model(inp)
             cost_fake = self.cost(x, fake, reference=ref)
         for k in range(cfg.uot.potential_steps):
             if k:  # each further potential step sees a fresh draw of targets
-                y = self._draw_targets(len(stems))
-            loss_v, lv = uot.potential_loss(self.potential(y), self.potential(fake), cost_fake, cfg.uot)
-            if cfg.uot.r1_gamma > 0:
-                r1 = uot.r1_penalty(self.potential, y, cfg.uot.r1_gamma, uot.r1_scale_of(cfg.uot, y))
+                y = rows(self._draw_targets(len(stems))).to(dev)
+            with self.autocast():
+                loss_v, lv = uot.potential_loss(self.potential(y), self.potential(fake), cost_fake, cfg.uot)
+            if cfg.uot.r1_gamma > 0:  # float32 (a gradient w.r.t. the input, then its gradient)
+                r1 = uot.r1_penalty(self.potential, y.float(), cfg.uot.r1_gamma, uot.r1_scale_of(cfg.uot, y))
             else:
                 r1 = loss_v.new_zeros(())
-            opts["potential"].zero_grad(set_to_none=True)
-            (loss_v + r1).backward()
-            opts["potential"].step()
+            self.update("potential", loss_v + r1)
         logs.update({f"potential/{k}": v for k, v in lv.items()}, r1=float(r1.detach()))
         self._tick("potential")
         if self.committee is not None:
-            d_loss, ld = self.committee.d_loss(y, fake)
-            opts["experts"].zero_grad(set_to_none=True)
-            d_loss.backward()
-            opts["experts"].step()
+            with self.autocast():
+                d_loss, ld = self.committee.d_loss(y, fake)
+            self.update("experts", d_loss)
             logs.update({f"experts/{k}": v for k, v in ld.items()})
             self._tick("experts")
         # map steps
-        mask = torch.tensor([s in self.paired_stems for s in stems], device=dev)
-        y_col = self._draw_targets(cfg.colour_ot_draw * len(stems)) if cfg.colour_ot > 0 else None
+        mask = torch.tensor([s in self.paired_stems for s in local_stems], device=dev)
+        # the paired loss is a mean over the paired rows of the whole batch: this rank's part of it
+        paired_weight = 1.0
+        if ddp and bool(mask.any()):
+            paired_weight = int(mask.sum()) / sum(s in self.paired_stems for s in stems) / self.share
+        y_col = self._draw_targets(cfg.colour_ot_draw * len(stems)).to(dev) if cfg.colour_ot > 0 else None
+        total_fix = 0.0
         for _ in range(cfg.uot.map_steps_per_potential):
-            fake = self.model(inp)
-            cost = self.cost(x, fake, reference=ref)
-            v_fake = self.potential(fake)
-            loss_t, lt = uot.map_loss(v_fake, cost, cfg.uot)
-            total, sup = loss_t, None
-            if y_col is not None:
-                col = uot.colour_sliced_wasserstein(fake, y_col, generator=self.state.generators["pairs"])
-                total = total + cfg.colour_ot * col
-                logs["colour_ot"] = float(col.detach())
-            if bool(mask.any()):
-                gt = gt_all[mask.cpu()].to(dev)
-                sup = uot.paired_loss(fake[mask], gt, cfg.paired_l1, cfg.paired_ssim)
-                total = total + sup
-                logs["paired"] = float(sup.detach())
+            with self.autocast():
+                fake = self.model(inp)
+                cost = self.cost(x, fake, reference=ref)
+                v_fake = self.potential(fake)
+                loss_t, lt = uot.map_loss(v_fake, cost, cfg.uot)
+                total, sup = loss_t, None
+                if y_col is not None:
+                    # the colour distribution of the whole batch: gathered from every rank; the
+                    # gradient reaches this rank's rows only, so 1 / share undoes the weighted sync
+                    col = uot.colour_sliced_wasserstein(distributed.gather_batch(fake), y_col,
+                                                        generator=self.state.generators["pairs"])
+                    total = total + cfg.colour_ot * (col / self.share if ddp else col)
+                    logs["colour_ot"] = float(col.detach())
+                    if ddp:  # the logged total holds the term once (logs are summed weighted by share)
+                        total_fix = cfg.colour_ot * float(col.detach()) * (1.0 / self.share - 1.0)
+                if bool(mask.any()):
+                    gt = gt_all[mask.cpu()].to(dev)
+                    sup = uot.paired_loss(fake[mask], gt, cfg.paired_l1, cfg.paired_ssim)
+                    if paired_weight != 1.0:
+                        sup = sup * paired_weight
+                    total = total + sup
+                    logs["paired"] = float(sup.detach())
             self._tick("map")
             if self.committee is not None:
-                # each expert's gradient is scaled to the potential's pull (+ paired), or to c - v (+ paired)
-                pull = -v_fake.mean() if cfg.expert_reference == "potential" else loss_t
-                ref_loss = pull if sup is None else pull + sup
-                g_loss, lg = self.committee.g_loss(fake, reference=ref_loss)
+                with self.autocast():
+                    # each expert's gradient is scaled to the potential's pull (+ paired), or to c - v (+ paired)
+                    pull = -v_fake.mean() if cfg.expert_reference == "potential" else loss_t
+                    ref_loss = pull if sup is None else pull + sup
+                    g_loss, lg = self.committee.g_loss(fake, reference=ref_loss)
                 total = total + g_loss
                 logs.update({f"experts/{k}": v for k, v in lg.items()})
                 self._tick("balancing" if self.committee.balance == "grad_norm" else "experts")
-            opts["map"].zero_grad(set_to_none=True)
-            total.backward()
-            opts["map"].step()
+            self.update("map", total)
             self.ema.update(self.model)
             self._tick("map")
-        logs.update({f"map/{k}": v for k, v in lt.items()}, total=float(total.detach()))
+        logs.update({f"map/{k}": v for k, v in lt.items()}, total=float(total.detach()) - total_fix if total_fix else float(total.detach()))
         return logs
 
     def export_meta(self) -> dict:

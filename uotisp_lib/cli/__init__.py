@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         with use_threads(args.threads):
             return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
-        print(f"uotisp {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun every process checks; rank 0 says it
+            print(f"uotisp {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     finally:
         if main_thread:

@@ -9,6 +9,12 @@ Running the same command again resumes from the newest checkpoint (or reuses a f
 The configuration starts from the profile (``--profile``: the study defaults of notebooks 04 / 05),
 then ``--config FILE.toml``, then ``--arch`` / ``--mode`` / ``--seed``, then each ``--set key=value``
 (fields of UOTTrainConfig or PseudoPairConfig, dotted for nested ones: ``--set uot.tau=8``).
+
+Several processes (data-parallel): ``torchrun --nproc_per_node=N --no-python uotisp train ...``
+(one GPU per process on CUDA, gloo processes on the CPU; ``batch_size`` stays the global batch, so
+the run is the single-process run with the same configuration and resumes under any N). Rank 0
+alone prints and writes; if a process dies the others stop and say so, and the same command
+resumes from the last checkpoint. ``--amp bf16|fp16`` trains in mixed precision on CUDA.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 from pathlib import Path
 
 TRAINERS = ("uot", "pseudo-pairs")
+AMP_MODES = ("off", "bf16", "fp16")  # uotisp_lib.train.AMP_MODES (not imported: keeps --help fast)
 MODES = ("unpaired", "paired")
 PROFILES = ("smoke", "cpu", "full")  # uotisp_lib.config.PROFILES (not imported: keeps --help fast)
 
@@ -27,6 +34,7 @@ EXAMPLES = """examples:
   uotisp train --data DATA --out runs/uot --arch unet_isp --set uot.tau=8 --set epochs=20
   uotisp train --data DATA --out runs/mine --arch mypkg.nets:MyISP --set arch_kwargs='{width=16}'
   uotisp train --trainer pseudo-pairs --mode paired --data DATA --out runs/l1
+  torchrun --nproc_per_node=2 --no-python uotisp train --data DATA --out runs/uot --amp bf16
 """
 
 
@@ -54,6 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--pairs", default="fgw",
                    help="pseudo-pairs, unpaired: fgw, ot, uot or knn (a pair graph as `uotisp match` builds), "
                         "random, or a GRAPH.npz written by `uotisp match` (default fgw)")
+    p.add_argument("--amp", choices=AMP_MODES, default="off",
+                   help="mixed precision on CUDA: bf16, or fp16 with a gradient scaler (default off; "
+                        "refused on the CPU, which trains in float32)")
     p.add_argument("--fresh", action="store_true",
                    help="start over: an existing run folder is moved aside to <out>.old-<time> (never deleted)")
     return p
@@ -173,17 +184,67 @@ def check_pairs(spec: str) -> None:
         raise ValueError(f"--pairs {spec}: no such file; expected a GRAPH.npz written by `uotisp match`")
 
 
+def check_amp(amp: str, dev: str) -> None:
+    """Mixed precision is for CUDA; the CPU trains in float32 (one line naming --amp otherwise)."""
+    if amp != "off" and not dev.startswith("cuda"):
+        raise ValueError(f"--amp {amp}: mixed precision needs a CUDA device (got --device {dev}); "
+                         "CPU training stays float32, expected --amp off")
+
+
 def run(args: argparse.Namespace) -> int:
+    from uotisp_lib import distributed
+    from uotisp_lib.cli.common import device
+
+    dev = distributed.local_device(device(args.device))
+    check_amp(args.amp, dev)
+    with distributed.process_group(dev):
+        try:
+            return _run(args, dev)
+        except SystemExit as err:  # SIGTERM: torchrun stops every process when one fails
+            if distributed.is_distributed():
+                _stopped(args, f"stopped by a signal (exit {err.code}): another process failed or the job was interrupted")
+            raise
+        except RuntimeError as err:  # a collective whose peer is gone
+            if not distributed.is_distributed() or not _is_peer_loss(err):
+                raise
+            _stopped(args, "lost contact with another process (it died or was killed)")
+            return 1
+
+
+def _is_peer_loss(err: RuntimeError) -> bool:
+    import torch.distributed as dist
+
+    text = str(err).lower()
+    return isinstance(err, getattr(dist, "DistBackendError", ())) or any(
+        w in text for w in ("connection closed", "connection reset", "broken pipe", "timed out", "gloo"))
+
+
+def _stopped(args: argparse.Namespace, why: str) -> None:
+    """One line on stderr: which process stopped, why, and how to resume."""
+    import sys
+
+    from uotisp_lib import distributed
+    from uotisp_lib.checkpoint import LATEST
+
+    pointer = Path(args.out) / "ckpt" / LATEST
+    last = pointer.read_text().strip() if pointer.is_file() else "none yet"
+    # the leading newline ends a progress bar left mid-line, so the message is a line of its own
+    print(f"\nuotisp train: error: process {distributed.rank()} of {distributed.world_size()} {why}; the job stops. "
+          f"Last checkpoint: {last}; run the same command again to resume", file=sys.stderr, flush=True)
+
+
+def _run(args: argparse.Namespace, dev: str) -> int:
+    from uotisp_lib import distributed
     from uotisp_lib.checkpoint import RunLockedError
-    from uotisp_lib.cli.common import at_least, device
+    from uotisp_lib.cli.common import at_least
     from uotisp_lib.config import get_profile, seed_everything
     from uotisp_lib.overrides import load_toml, parse_sets
     from uotisp_lib.train import ConfigMismatchError, config_hash
 
+    say = print if distributed.is_main() else (lambda *a, **k: None)  # rank 0 alone talks
     # ---- everything checked before any work
     if args.seed is not None:
         at_least(args.seed, 0, "--seed")
-    dev = device(args.device)
     out = Path(args.out)
     check_out(out, args.fresh)
     profile = get_profile(args.profile)
@@ -195,28 +256,42 @@ def run(args: argparse.Namespace) -> int:
         check_pairs(args.pairs)
     if args.data:
         check_data(Path(args.data), paired)
+    world = distributed.world_size()
+    if cfg.batch_size < world:
+        raise ValueError(f"--set batch_size={cfg.batch_size}: the global batch is split over {world} processes; "
+                         f"expected batch_size >= {world}")
+    distributed.barrier()  # every process checked --out before rank 0 writes into it
     # ---- the work
-    aside = move_aside(out) if args.fresh else None
+    aside = None
+    if args.fresh and distributed.is_main():
+        aside = move_aside(out)
+    distributed.barrier()
     if aside is not None:
-        print(f"--fresh: moved the old run {out} aside to {aside}")
+        say(f"--fresh: moved the old run {out} aside to {aside}")
     seed_everything(cfg.seed)
-    root = _data_root(args, profile, cfg.seed, dev)
+    with distributed.main_first():  # a synthetic benchmark is built once, by rank 0
+        root = _data_root(args, profile, cfg.seed, dev)
     from uotisp_lib.experiments import load_training_data, run_pseudo_pair, run_uot
 
     data = load_training_data(root, proxy_fraction=profile.train.proxy_fraction, seed=cfg.seed)
-    print(f"train {args.trainer} ({'paired' if paired else 'unpaired'}, {cfg.arch}) on {root}: {len(data.raw_train)} RAW "
-          f"patches, {len(data.targets)} target patches; config hash {config_hash(cfg)} -> {out}")
+    procs = f", {world} processes" if world > 1 else ""
+    say(f"train {args.trainer} ({'paired' if paired else 'unpaired'}, {cfg.arch}) on {root}: {len(data.raw_train)} RAW "
+        f"patches, {len(data.targets)} target patches; config hash {config_hash(cfg)}{procs} -> {out}")
     try:
         if args.trainer == "uot":
-            row, trainer = run_uot(data, cfg, out, dev, progress=True, log=print)
+            row, trainer = run_uot(data, cfg, out, dev, amp=args.amp, progress=True, log=say)
         else:
-            row, trainer = _run_pseudo_pairs(args, cfg, paired, root, data, profile, dev, run_pseudo_pair)
+            with distributed.main_first():  # a pair graph (and its caches) is built once, by rank 0
+                pair_fn, extractor = _pair_setup(args, paired, root, data, profile, dev)
+            row, trainer = run_pseudo_pair(data, cfg, args.out, pair_fn, dev, _preprocess(), extractor,
+                                           amp=args.amp, progress=True, log=say)
     except RunLockedError as err:
         raise ValueError(f"--out {err}") from None
     except ConfigMismatchError as err:
         raise ValueError(f"--out {out}: holds a run of another configuration ({', '.join(err.diff)} differ); "
                          "use --fresh to move it aside and start over, or another --out") from None
-    _report(trainer, row, out)
+    if distributed.is_main():
+        _report(trainer, row, out)
     return 0
 
 
@@ -231,16 +306,22 @@ def _data_root(args: argparse.Namespace, profile, seed: int, dev: str) -> Path:
     return ensure_dataset(run_cfg, profile.uot.synth, "uot")
 
 
-def _run_pseudo_pairs(args, cfg, paired: bool, root: Path, data, profile, dev: str, run_pseudo_pair):
-    from uotisp_lib.features import load_gram_extractor
+def _preprocess():
     from uotisp_lib.preprocessing import PreprocessConfig
+
+    return PreprocessConfig()
+
+
+def _pair_setup(args, paired: bool, root: Path, data, profile, dev: str):
+    """The pseudo-pair trainer's pair sampler and Gram feature extractor (None, None when paired)."""
+    from uotisp_lib.features import load_gram_extractor
 
     pair_fn, extractor = None, None
     if not paired:
         pair_fn = pair_sampler(args.pairs, root, data, profile.match, dev)
         if profile.train.gram:
             extractor, _ = load_gram_extractor("auto", dev)
-    return run_pseudo_pair(data, cfg, args.out, pair_fn, dev, PreprocessConfig(), extractor, progress=True, log=print)
+    return pair_fn, extractor
 
 
 def _report(trainer, row: dict, out: Path) -> None:

@@ -23,7 +23,7 @@ below is OUR documented reconstruction:
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import kornia
 import torch
@@ -161,10 +161,17 @@ EXPERTS: dict[str, type[nn.Module]] = {
 }
 
 
-def _grad_norm(loss: Tensor, targets: list[Tensor]) -> float:
-    """Norm of ``d loss / d targets`` over all targets (unused ones count 0); the graph is kept."""
-    grads = torch.autograd.grad(loss, targets, retain_graph=True, allow_unused=True)
-    return math.sqrt(sum(float(g.detach().pow(2).sum()) for g in grads if g is not None))
+def _grad_norm(loss: Tensor, targets: list[Tensor], loss_scale: float = 1.0) -> float:
+    """Norm of ``d loss / d targets`` over all targets (unused ones count 0); the graph is kept.
+    ``loss_scale``: the loss is multiplied by it before the backward and the norm divided by it
+    after (float16 autocast: keeps small gradients from flushing to zero; when that overflows, the
+    unscaled gradient's norm is returned)."""
+    grads = torch.autograd.grad(loss * loss_scale if loss_scale != 1.0 else loss, targets, retain_graph=True, allow_unused=True)
+    norm = math.sqrt(sum(float(g.detach().float().pow(2).sum()) for g in grads if g is not None))
+    if loss_scale != 1.0:
+        # scaled too far (float16 overflow): the unscaled gradient instead
+        return norm / loss_scale if math.isfinite(norm) else _grad_norm(loss, targets)
+    return norm
 
 
 def _check_logits(out: object, name: str, b: int) -> Tensor:
@@ -210,6 +217,10 @@ class ExpertCommittee(nn.Module):
         self.balance = balance
         self.eps = eps
         self.max_scale = float(max_scale)
+        # local gradient norms -> the norms to balance with (data-parallel training sets it to
+        # uotisp_lib.distributed.global_norms: every rank then uses the global batch's norms); None: as they are
+        self.reduce_norms: Callable[[list[float]], list[float]] | None = None
+        self.norm_loss_scale = 1.0  # see _grad_norm (the trainer sets the fp16 GradScaler's scale)
 
     def forward(self, img: Tensor) -> dict[str, Tensor]:
         """Every expert's logits ``[B]`` on ``img``."""
@@ -263,15 +274,22 @@ class ExpertCommittee(nn.Module):
             )
         total = fake.new_zeros(())
         logs: dict[str, float] = {}
+        with_ref = reference is not None and self.balance == "grad_norm"
+        lossesd = {name: -_check_logits(e(fake), name, fake.shape[0]).mean() for name, e in self.experts.items()}
+        norms: list[float] = []
+        if can_grad:  # the reference's norm first, then each expert's; reduced together (one all-reduce)
+            s = self.norm_loss_scale
+            norms = ([_grad_norm(reference, targets, s)] if with_ref else []) + [_grad_norm(v, targets, s) for v in lossesd.values()]
+            if self.reduce_norms is not None:
+                norms = self.reduce_norms(norms)
         ref_norm = 1.0
-        if reference is not None and self.balance == "grad_norm":
-            ref_norm = _grad_norm(reference, targets)
+        if with_ref:
+            ref_norm = norms.pop(0)
             logs["reference_grad_norm"] = ref_norm
-        for name, e in self.experts.items():
-            loss = -_check_logits(e(fake), name, fake.shape[0]).mean()
+        for i, (name, loss) in enumerate(lossesd.items()):
             scale = 1.0
             if can_grad:
-                norm = _grad_norm(loss, targets)
+                norm = norms[i]
                 logs[f"{name}/grad_norm"] = norm
                 if self.balance == "grad_norm":
                     scale = min(ref_norm / (norm + self.eps), self.max_scale)
