@@ -84,12 +84,14 @@ import dataclasses
 import time
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import torch
 from IPython.display import Markdown, display
 
-from uotisp_lib import config, reporting, study as uot_study
+from uotisp_lib import config, plots, reporting, study as uot_study
 from uotisp_lib.data import ensure_dataset
-from uotisp_lib.experiments import has_ground_truth, load_training_data, model_inputs, run_uot
+from uotisp_lib.experiments import has_ground_truth, load_training_data, model_inputs, relaxed_mass, run_uot
 from uotisp_lib.uot import UOTConfig, naive_isp
 
 t_start = time.perf_counter()
@@ -183,6 +185,43 @@ if has_ground_truth(data, "test", "the sample outputs beside the ground truth"):
         titles += [f"{s}: reference", f"{mode} UOT ({arch})", "ground truth"]
     fig = reporting.image_grid(imgs, titles, ncols=3, size=2.6)
     reporting.save_figure(fig, run.results_dir, f"uot_samples_{mode}")
+
+# %% [markdown]
+# Colour histograms of the shown test patches (all pixels pooled) against the ground truth, and the
+# per-pixel CIEDE2000 error of the reference and of the map on the first patch.
+
+# %%
+if data.raw_test is not None and data.gt_test is not None:
+    mosaic = lambda t: torch.cat(list(t), dim=-1)  # noqa: E731  [N,3,H,W] -> [3,H,N*W]
+    fig = plots.colour_histograms({"reference": mosaic(naive), f"{mode} UOT": mosaic(preds), "ground truth": mosaic(gt)},
+                                  target="ground truth")
+    reporting.save_figure(fig, run.results_dir, f"uot_colour_histograms_{mode}")
+    fig = plots.de2000_maps({"reference": naive[0], f"{mode} UOT": preds[0]}, gt[0], ncols=2)
+    reporting.save_figure(fig, run.results_dir, f"uot_de2000_{mode}")
+
+# %% [markdown]
+# ## Where the relaxed marginal puts its mass
+# The trained potential on every training target patch gives each the weight
+# $\Psi_2^{*\prime}(-v(y)/\alpha)$: at the optimum the transported mass has this density with respect
+# to the target distribution. Balanced OT gives every target weight 1; a relaxation that resists
+# outliers gives the atypical target images a share of the mass below their share of the patches.
+
+# %%
+if data.outlier_images:
+    mass, weights, is_out = relaxed_mass(trainer, data)
+    reporting.write_table(mass, run.results_dir, f"uot_target_mass_{mode}", metadata=config.run_metadata(run, uot=cfg))
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    w = weights.numpy()
+    out = np.asarray(is_out)
+    bins = np.linspace(w.min(), w.max() + 1e-9, 30)
+    ax.hist(w[~out], bins=bins, alpha=0.7, label="typical targets")
+    ax.hist(w[out], bins=bins, alpha=0.7, label="outlier targets")
+    ax.set_xlabel("relaxed weight $\\Psi_2^{*\\prime}(-v(y)/\\alpha)$ (1 = balanced)")
+    ax.set_ylabel("target patches")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    reporting.save_figure(fig, run.results_dir, f"uot_target_weights_{mode}")
+    display(mass)
 
 # %% [markdown]
 # ## The study: every arm, architecture and seed

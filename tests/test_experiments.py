@@ -133,3 +133,28 @@ def test_render_image_and_score_on_with_standard_errors():
     assert row["psnr"] == pytest.approx(float(per.mean()), rel=1e-6)
     assert row["psnr_se"] == pytest.approx(abs(a - b) / 2, rel=1e-5)  # std(ddof=1)/sqrt(2) of two means
     assert set(score_on(_FirstThreeChannels(), raw, gt)) == {"psnr", "ssim", "de2000"}
+
+
+def test_relaxed_mass_shares_and_weights_known_values():
+    import math
+    import types
+
+    import torch
+
+    from uotisp_lib.data.datasets import PatchSet
+    from uotisp_lib.experiments import relaxed_mass
+    from uotisp_lib.uot import UOTConfig
+
+    # 3 typical patches with v = 0 (weight 1 under KL, alpha 1) and 1 outlier patch with v = ln 4 (weight 1/4)
+    imgs = torch.zeros(4, 3, 4, 4)
+    imgs[3] += 1.0
+    data = types.SimpleNamespace(targets=PatchSet(("a_0", "a_1", "b_0", "z_0"), imgs), outlier_images=("z",))
+    trainer = types.SimpleNamespace(cfg=types.SimpleNamespace(uot=UOTConfig(psi_target="kl", alpha=1.0)), device="cpu",
+                                    potential=lambda y: y.mean(dim=(1, 2, 3)) * math.log(4.0))
+    table, w, is_out = relaxed_mass(trainer, data, batch=3)
+    assert is_out == [False, False, False, True]
+    torch.testing.assert_close(w, torch.tensor([1.0, 1.0, 1.0, 0.25], dtype=torch.float64))
+    t = table.set_index("targets")
+    assert t.loc["typical", "patches"] == 3 and t.loc["outlier", "share_of_patches"] == pytest.approx(0.25)
+    assert t.loc["outlier", "share_of_mass"] == pytest.approx(0.25 / 3.25)
+    assert t.loc["typical", "mean_weight"] == pytest.approx(1.0) and t.loc["outlier", "mean_weight"] == pytest.approx(0.25)

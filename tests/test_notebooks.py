@@ -35,8 +35,10 @@ EXPECTED: dict[str, dict] = {
         "figures": ["loss_examples", "training_curves", "pseudo_pair_bars", "test_outputs", "colour_histograms", "de2000_maps"],
     },
     "05_train_uot": {
-        "tables": ["uot_cost_check", "uot_run_unpaired_tinyraw", "uot_study", "uot_study_summary", "uot_verdict"],
-        "figures": ["uot_curves_unpaired", "uot_samples_unpaired", "uot_study"],
+        "tables": ["uot_cost_check", "uot_run_unpaired_tinyraw", "uot_study", "uot_study_summary", "uot_verdict",
+                   "uot_target_mass_unpaired"],
+        "figures": ["uot_curves_unpaired", "uot_samples_unpaired", "uot_study", "uot_colour_histograms_unpaired",
+                    "uot_de2000_unpaired", "uot_target_weights_unpaired"],
     },
     "06_ablations": {
         "tables": ["ablation_runs", "ablation_summary", "ablation_outliers"],
@@ -46,7 +48,8 @@ EXPECTED: dict[str, dict] = {
 
 #: further runs of a notebook with other parameters: (notebook, parameters, tables, figures)
 EXTRA_RUNS = [
-    ("05_train_uot", {"mode": "paired", "compare": False}, ["uot_run_paired_tinyraw"], ["uot_curves_paired", "uot_samples_paired"]),
+    ("05_train_uot", {"mode": "paired", "compare": False}, ["uot_run_paired_tinyraw", "uot_target_mass_paired"],
+     ["uot_curves_paired", "uot_samples_paired", "uot_colour_histograms_paired", "uot_de2000_paired", "uot_target_weights_paired"]),
 ]
 
 

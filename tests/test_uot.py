@@ -562,3 +562,15 @@ def test_wasserstein_1d_sorted_agrees_with_pot(n, m):
     pts = lambda t: torch.nn.functional.avg_pool2d(t, 2).permute(0, 2, 3, 1).reshape(-1, 3)  # noqa: E731
     pot = ot.sliced_wasserstein_distance(pts(a), pts(b), projections=_directions(9, 2), p=2)
     torch.testing.assert_close(ours, pot, rtol=1e-10, atol=1e-12)
+
+
+def test_relaxed_target_weights_known_values():
+    v = torch.tensor([0.0, 1.0, -2.0], dtype=torch.float64)
+    torch.testing.assert_close(uot.relaxed_target_weights(v, "linear"), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(uot.relaxed_target_weights(v, "kl", alpha=0.5), torch.exp(-v / 0.5))
+    # softplus_norm: Psi*'(t) = 2 sigmoid(t), 1 at t = 0; a high potential (a well-matched target) weighs less
+    torch.testing.assert_close(uot.relaxed_target_weights(v, "softplus_norm"), 2 * torch.sigmoid(-v))
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        uot.relaxed_target_weights(v, "kl", alpha=0.0)
+    with pytest.raises(ValueError, match=r"expected v_real to be a 1-D floating tensor \[B\], got \(3, 1\)"):
+        uot.relaxed_target_weights(v[:, None])

@@ -313,3 +313,27 @@ def random_pair_fn(target_stems):
         return [stems[i] for i in torch.randint(0, len(stems), (len(sources),), generator=gen).tolist()]
 
     return pair
+
+
+def relaxed_mass(trainer, data: TrainingData, batch: int = 256) -> tuple[pd.DataFrame, torch.Tensor, list[bool]]:
+    """Where the relaxed target marginal puts its mass after UOT training: the trained potential on
+    every training target patch, the weights ``Psi2*'(-v(y)/alpha)`` (:func:`uotisp_lib.uot.relaxed_target_weights`),
+    and per kind of target image (``typical`` / ``outlier``, from ``data.outlier_images``) the number
+    of patches, their share of the patches and of the mass, and their mean weight. Returns
+    ``(table, weights [N], is_outlier)``; a share of the mass below the share of the patches means
+    the relaxation leaves that kind partly unmatched."""
+    from uotisp_lib.uot import relaxed_target_weights
+
+    cfg = trainer.cfg.uot
+    with torch.no_grad():
+        v = torch.cat([trainer.potential(y.to(trainer.device)).cpu() for y in data.targets.images.split(batch)])
+    w = relaxed_target_weights(v.double(), cfg.psi_target, cfg.alpha)
+    bad = set(data.outlier_images)
+    is_out = [s.rsplit("_", 1)[0] in bad for s in data.targets.stems]
+    mask = torch.tensor(is_out)
+    rows = []
+    for kind, m in (("typical", ~mask), ("outlier", mask)):
+        if bool(m.any()):
+            rows.append({"targets": kind, "patches": int(m.sum()), "share_of_patches": float(m.double().mean()),
+                         "share_of_mass": float(w[m].sum() / w.sum()), "mean_weight": float(w[m].mean())})
+    return pd.DataFrame(rows), w, is_out

@@ -643,6 +643,22 @@ def potential_loss(
     return loss, logs
 
 
+def relaxed_target_weights(v_real: Tensor, psi_target: str = "softplus_norm", alpha: float = 1.0) -> Tensor:
+    """Weights ``Psi2*'(-v(y) / alpha)`` ``[N]`` the relaxed target marginal gives each real target
+    ``y`` (potential values ``v_real`` ``[N]``): at the UOTM optimum the transported mass has density
+    ``Psi2*'(-v(y))`` with respect to the target distribution (Choi et al., arXiv 2305.14777, the
+    optimality condition of the semi-dual), so targets the map leaves unmatched get weights below the
+    rest. 1 everywhere for ``linear`` (balanced OT)."""
+    v = _check_vec(v_real, "relaxed_target_weights", "v_real")
+    if not alpha > 0:
+        raise ValueError(f"relaxed_target_weights: alpha must be > 0, got {alpha!r}")
+    psi = get_conjugate(psi_target)
+    with torch.enable_grad():
+        t = (-v.detach() / alpha).clone().requires_grad_(True)
+        (w,) = torch.autograd.grad(psi(t).sum(), t)
+    return w.detach()
+
+
 def _relaxed_weight_cv(psi: Conjugate, t: Tensor) -> float:
     """Coefficient of variation of ``Psi*'(t)`` over the batch: the relative spread of the weights the
     relaxed target marginal gives the real targets (0 for balanced OT; near 0: the relaxation is idle)."""
