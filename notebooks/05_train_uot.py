@@ -306,7 +306,7 @@ if compare:
 
 # %% [markdown]
 # ## Discussion
-# What the committed `cpu` study shows (`results/cpu/tables/uot_study_summary.md` and `uot_verdict.md`;
+# What the committed `cpu` study shows (`results/cpu/tables/uot_study_summary.md` and `results/cpu/tables/uot_verdict.md`;
 # the numbers are in the generated cell above and in `results/cpu/README.md`), and why:
 #
 # * **The cost now points at the truth, and it helps.** With the camera-illuminant reference,
