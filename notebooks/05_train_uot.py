@@ -249,7 +249,7 @@ if data.outlier_images:
 compare = compare and (has_ground_truth(data, "train", "the study (its paired arms train on train/gt)")
                        and has_ground_truth(data, "test", "the study (every arm is scored on test/gt)"))
 if compare:
-    rows, per_image = uot_study.run_study(data, study, runs_dir / "study", device=run.device, cost=cost)
+    rows, per_image = uot_study.run_study(data, study, runs_dir / "study", device=run.device, cost=cost, workers=study.workers)
     wall = time.perf_counter() - t_start
     meta = config.run_metadata(run, study=study, cost=cost, wall_seconds_notebook=round(wall, 1),
                                train_seconds_all_runs=round(float(rows.seconds.sum()), 1),

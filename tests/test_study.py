@@ -341,3 +341,18 @@ def test_discuss_verdict_groups_architectures_by_outcome():
         "- **the committee helps**: holds for colornet (PSNR +0.41 +- 0.19 dB). not shown for tinyraw (PSNR +0.05 +- 0.20 dB).",
         "- **unpaired rivals paired**: does not hold for colornet (-2.14 dB).",
     ]
+
+
+@pytest.mark.slow
+def test_run_study_in_worker_processes_equals_in_process(tiny_data, tmp_path):
+    study = dataclasses.replace(TINY_STUDY, seeds=1)
+    arms = ("reference", "unpaired UOT")
+    one, pi_one = st.run_study(tiny_data, study, tmp_path / "a", variants=arms, log=None)
+    two, pi_two = st.run_study(tiny_data, study, tmp_path / "b", variants=arms, workers=2, log=None)
+    assert list(two.variant) == list(arms) and len(pi_two) == len(pi_one)
+    # one intra-op thread in the workers: equal up to float summation order
+    np.testing.assert_allclose(two[["psnr", "ssim", "de2000", "colour_w"]], one[["psnr", "ssim", "de2000", "colour_w"]], rtol=1e-4)
+    assert sorted(p.name for p in (tmp_path / "b" / "results" / "tinyraw").glob("*.json")) == [
+        "reference-seed0.json", "unpaired_UOT-seed0.json"]
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        st.run_jobs({}, workers=0)

@@ -153,17 +153,6 @@ def _setup_hash(cfg, arm_data, extra: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _run_job(job: dict) -> dict:
-    """One stored run (a worker process's unit of work; one intra-op thread when ``threads``)."""
-    import torch
-
-    from uotisp_lib.study import run_configured
-
-    if job.pop("threads", None):
-        torch.set_num_threads(1)
-    return run_configured("uot", job.pop("cfg"), job.pop("arm_data"), **job)
-
-
 def run_ablations(
     data,
     study: UOTStudy,
@@ -179,6 +168,8 @@ def run_ablations(
     ``ablate.arch`` -> ``(rows, per_image)``. Runs are stored under ``out_dir/results/<arch>/`` by
     a hash of their setup, so an interrupted run resumes and identical arms train once. With
     ``workers > 1`` (CPU only) distinct runs train in that many processes of one thread each."""
+    from uotisp_lib.study import run_jobs
+
     out_dir = Path(out_dir)
     if workers < 1:
         raise ValueError(f"run_ablations: workers must be >= 1, got {workers!r}")
@@ -188,17 +179,10 @@ def run_ablations(
             cfg, arm_data, extra = arm_setup(arm, study, ablate, ablate.arch, seed, data)
             h = f"{_setup_hash(cfg, arm_data, extra)}-seed{seed}"
             plan.append((arm, seed, h))
-            jobs.setdefault(h, dict(cfg=cfg, arm_data=arm_data, data=data, study=study, arch=ablate.arch, variant=arm.key,
+            jobs.setdefault(h, dict(kind="uot", cfg=cfg, arm_data=arm_data, data=data, study=study, arch=ablate.arch, variant=arm.key,
                                     seed=seed, path=out_dir / "results" / ablate.arch / f"{h}.json",
                                     run_dir=out_dir / "runs" / ablate.arch / h, device=device, extra=extra))
-    if workers > 1 and not device.startswith("cuda"):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            recs = dict(zip(jobs, pool.map(_run_job, [dict(j, threads=True) for j in jobs.values()])))
-    else:
-        recs = {h: _run_job(dict(j)) for h, j in jobs.items()}
+    recs = run_jobs(jobs, workers, device)
     rows, per_image = [], []
     for arm, seed, h in plan:
         rec = recs[h]

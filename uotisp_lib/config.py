@@ -131,6 +131,7 @@ class UOTStudy:
     paired_l1: float = 10.0  # paired mode's L1 weight (RCOT's Sigma); at 1 the potential out-pulls the pairs
     crop: int | None = None  # random crops (output pixels) per step; None: whole patches
     seeds: int = 1  # training seeds per arm (the same seeds in every arm)
+    workers: int = 1  # study runs trained at once on CPU, one thread each (study.run_jobs); 1: in this process
     arch_seeds: tuple[tuple[str, int], ...] = ()  # fewer seeds for some architectures
     # constructor keywords per architecture: RAW-input networks start from the reference rendering
     arch_kwargs: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = (

@@ -219,6 +219,31 @@ def run_arm(name: str, study: UOTStudy, arch: str, seed: int, data, out_dir: str
                           run_dir=out_dir / "runs" / arch / f"{slug(name)}-seed{seed}", device=device)
 
 
+def run_job(job: dict) -> dict:
+    """One stored run of :func:`run_configured` from a dict of its arguments (``kind`` first; a
+    worker process's unit of work, with one intra-op thread when ``threads`` is set)."""
+    job = dict(job)
+    if job.pop("threads", None):
+        torch.set_num_threads(1)
+    return run_configured(job.pop("kind"), job.pop("cfg"), job.pop("arm_data"), **job)
+
+
+def run_jobs(jobs: dict[str, dict], workers: int = 1, device: str = "cpu") -> dict[str, dict]:
+    """Run every job of ``jobs`` (key -> :func:`run_job` arguments) -> key -> record: in this
+    process, or with ``workers > 1`` on CPU in that many spawned processes of one thread each
+    (faster than one process with as many threads for these small networks). Finished runs are
+    read back either way; jobs must write distinct paths."""
+    if workers < 1:
+        raise ValueError(f"run_jobs: workers must be >= 1, got {workers!r}")
+    if workers > 1 and len(jobs) > 1 and not device.startswith("cuda"):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            return dict(zip(jobs, pool.map(run_job, [dict(j, threads=True) for j in jobs.values()])))
+    return {k: run_job(j) for k, j in jobs.items()}
+
+
 def run_study(
     data,
     study: UOTStudy,
@@ -229,27 +254,41 @@ def run_study(
     device: str = "cpu",
     cost: str | None = None,
     seed0: int = 0,
+    workers: int = 1,
     log: Callable[[str], None] | None = print,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (arch, arm, seed) of the study -> ``(rows, per_image)`` DataFrames.
 
     Seeds are ``seed0 .. seed0 + study.seeds_for(arch) - 1``, the same in every arm. ``rows``: one
-    row per run with :data:`ROW_COLUMNS`; ``per_image``: one row per run and test image. Finished runs are read back.
+    row per run with :data:`ROW_COLUMNS`; ``per_image``: one row per run and test image. Finished
+    runs are read back. ``workers > 1`` trains that many runs at once (:func:`run_jobs`).
     """
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise ValueError(f"run_study: unknown arms {bad}; expected names from {', '.join(VARIANTS)}")
-    rows, per_image = [], []
+    if data.raw_test is None or data.gt_test is None:
+        raise ValueError(f"{data.root}: the study needs test/raws and test/gt")
+    out_dir = Path(out_dir)
+    plan, jobs = [], {}
     for arch in archs or study.archs:
         for seed in range(seed0, seed0 + study.seeds_for(arch)):
             for name in variants:
-                rec = run_arm(name, study, arch, seed, data, out_dir, device, cost)
-                if log is not None:
-                    log(f"{arch:9s} {name:26s} seed {seed}: PSNR {rec['psnr']:.2f} dB  SSIM {rec['ssim']:.3f}  "
-                        f"dE {rec['de2000']:.2f}  ({rec['seconds']:.0f} s)")
-                rows.append({k: rec.get(k, float("nan")) for k in ROW_COLUMNS})
-                per_image += [{"arch": arch, "variant": name, "seed": seed, "image": r["image"], **{k: r[k] for k in METRICS}}
-                              for r in rec["per_image"]]
+                kind, cfg, arm_data = arm_config(name, study, arch, seed, data, cost)
+                key = f"{arch}/{slug(name)}-seed{seed}"
+                plan.append((arch, name, seed, key))
+                jobs[key] = dict(kind=kind, cfg=cfg, arm_data=arm_data, data=data, study=study, arch=arch, variant=name,
+                                 seed=seed, path=_result_path(out_dir, arch, name, seed),
+                                 run_dir=out_dir / "runs" / arch / f"{slug(name)}-seed{seed}", device=device)
+    recs = run_jobs(jobs, workers, device)
+    rows, per_image = [], []
+    for arch, name, seed, key in plan:
+        rec = recs[key]
+        if log is not None:
+            log(f"{arch:9s} {name:26s} seed {seed}: PSNR {rec['psnr']:.2f} dB  SSIM {rec['ssim']:.3f}  "
+                f"dE {rec['de2000']:.2f}  ({rec['seconds']:.0f} s)")
+        rows.append({k: rec.get(k, float("nan")) for k in ROW_COLUMNS})
+        per_image += [{"arch": arch, "variant": name, "seed": seed, "image": r["image"], **{k: r[k] for k in METRICS}}
+                      for r in rec["per_image"]]
     return pd.DataFrame(rows), pd.DataFrame(per_image)
 
 
