@@ -131,3 +131,24 @@ def test_bad_input_is_one_line_exit_2(setup, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"uotisp eval: error: {want}"], extra
     assert (tmp_path / "old.csv").read_text() == "mine"
+
+
+def test_a_zurich_folder_is_detected_and_scored_per_image(setup, tmp_path, capsys):
+    """A Zurich RAW-to-RGB folder (huawei_raw / canon): each file is one image; the constant-gray
+    model against canon images of 128 and of 0 gives the known per-image PSNR."""
+    isp, _ = setup
+    z = tmp_path / "zurich"
+    rng = np.random.default_rng(1)
+    import imageio.v3 as iio
+
+    (z / "test" / "huawei_raw").mkdir(parents=True)
+    for k, value in enumerate((LEVEL, 0, LEVEL)):
+        iio.imwrite(z / "test" / "huawei_raw" / f"{k}.png", rng.integers(0, 1024, (16, 16), dtype=np.uint16))
+        uio.save_image(z / "test" / "canon" / f"{k}.jpg", np.full((16, 16, 3), value, np.uint8), quality=100)
+    out = tmp_path / "z.csv"
+    assert main(["eval", "--checkpoint", str(isp), "--data", str(z), "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert [r["image"] for r in rows] == ["0", "1", "2"]
+    psnr = [float(r["psnr"]) for r in rows]
+    assert psnr[0] == pytest.approx(PSNR_CAP, abs=1e-3) and psnr[2] == pytest.approx(PSNR_CAP, abs=1e-3)
+    assert psnr[1] == pytest.approx(20 * math.log10(255 / LEVEL), abs=1e-3)

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _check_args(args: argparse.Namespace):
     """Options, data and output checked before rendering -> ``(layout, has_gt, out)``."""
     from uotisp_lib.cli.common import at_least
-    from uotisp_lib.data.layouts import UPISP_SPLITS, scan_upisp
+    from uotisp_lib.data.layouts import UPISP_SPLITS, scan_dataset
     from uotisp_lib.io import check_output_path
 
     at_least(args.batch, 1, "--batch")
@@ -48,7 +48,7 @@ def _check_args(args: argparse.Namespace):
     root = Path(args.data)
     if not root.is_dir():
         raise ValueError(f"--data {root}: {'is not a folder' if root.exists() else 'does not exist'}; expected a UP-ISP folder")
-    layout = scan_upisp(root)
+    layout = scan_dataset(root)  # UP-ISP, or a Zurich RAW-to-RGB folder (detected)
     if not layout.files.get(args.split, {}).get("raws"):
         raise ValueError(f"--data {root}: no {args.split}/raws; splits with RAW patches: "
                          f"{', '.join(s for s in layout.splits if 'raws' in layout.files[s]) or 'none'}")

@@ -113,12 +113,13 @@ def check_arch(cfg) -> str:
 
 
 def check_data(root: Path, need_gt: bool) -> None:
-    """One line naming --data unless ``root`` holds train/raws and train/jpegs (and train/gt)."""
-    from uotisp_lib.data.layouts import scan_upisp
+    """One line naming --data unless ``root`` holds train/raws and train/jpegs (and train/gt): a
+    UP-ISP folder, or a Zurich RAW-to-RGB folder (detected; its canon JPEGs are both)."""
+    from uotisp_lib.data.layouts import scan_dataset
 
     if not root.is_dir():
         raise ValueError(f"--data {root}: {'is not a folder' if root.exists() else 'does not exist'}; expected a UP-ISP folder")
-    layout = scan_upisp(root)
+    layout = scan_dataset(root)
     kinds = ("raws", "jpegs", "gt") if need_gt else ("raws", "jpegs")
     for kind in kinds:
         if not layout.files.get("train", {}).get(kind):
