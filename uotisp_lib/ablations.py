@@ -275,6 +275,6 @@ def discuss(summary: pd.DataFrame) -> str:
         text += ("better: " + "; ".join(better) + ". ") if better else "no arm beats the baseline by two standard errors. "
         text += ("Worse: " + "; ".join(worse) + ". ") if worse else "None is worse by two standard errors. "
         if ties:
-            text += f"Within two standard errors: {', '.join(ties)}."
+            text += f"Within two standard errors: {'; '.join(ties)}."
         lines.append(text.strip())
     return "\n".join(lines)
