@@ -45,8 +45,8 @@
 # pseudo-pair trainer (Borelli's two stages, the profile's `train` settings, no Gram loss), whose pair
 # graphs are built once per method from the *training* targets only (never the proxy's held-out
 # images nor the test split). Its baseline is random pairing with the 1x1 head, the floor a pair
-# graph has to beat. It trains another model family, so no profile runs it by default: select it
-# with the `groups` parameter (e.g. `-p groups pairing`).
+# graph has to beat. It trains another model family, so the cpu profile leaves it out (smoke runs
+# FGW against random as a plumbing check): select it with the `groups` parameter (e.g. `-p groups pairing`).
 #
 # The **colour OT expert** (ours) adds to the map loss the sliced 2-Wasserstein distance between the
 # colour distributions of the map's batch and of freshly drawn targets (Rabin et al. 2011; Bonneel
@@ -71,7 +71,7 @@ data_root = ""  # empty: the UOT study's synthetic benchmark of the profile; els
 device = "auto"
 seed = 0
 results_dir = ""  # empty: results/<profile>
-groups = ""  # comma-separated subset of committee,psi,cost,outliers,pairing; empty: the profile's
+groups = ""  # comma-separated subset of committee,psi,cost,outliers,pairing; empty: the profile's (smoke: all five; cpu: all but pairing)
 workers = 0  # training processes on CPU; 0: the profile's
 
 # %%

@@ -15,8 +15,8 @@ are comparable with notebook 05's. Groups (:data:`GROUPS`):
 - ``pairing``: notebook 04's pseudo-pair colornet (Borelli's two-stage trainer) with pairs drawn
   at random, from the kNN, OT or FGW pair graph (:func:`pairing_graph`, built once per method from
   the training targets only), with the 1x1 or the 3D-LUT head; baseline: random pairs, 1x1 head
-  (the floor every graph must beat). Not in the profiles' default groups (it trains another model
-  family); select it with ``groups``.
+  (the floor every graph must beat). Not in the cpu profile's groups (it trains another model
+  family; smoke runs FGW vs random); select it with ``groups``.
 
 Identical configurations (the baseline appears in several groups) share one stored run: results are
 keyed by a hash of the run's setup. Every row carries ``colour_w``, the colour sliced-Wasserstein
