@@ -172,3 +172,113 @@ def test_arms_subset_keeps_the_baselines_it_needs():
                     "outliers/balanced, 40% outliers", "outliers/semi, 40% outliers"]
     with pytest.raises(ValueError, match=r"unknown arms \['committee/magic'\]"):
         ab.ablation_arms(STUDY, dataclasses.replace(ablate, arms=("committee/magic",)))
+
+
+# ------------------------------------------------------------------------------------------ pairing
+PAIRING_KEYS = ["pairing/random, 1x1", "pairing/kNN, 1x1", "pairing/OT, 1x1", "pairing/FGW, 1x1",
+                "pairing/random, 3D LUT", "pairing/kNN, 3D LUT", "pairing/OT, 3D LUT", "pairing/FGW, 3D LUT"]
+MATCH = dict(k_images=2, k_patches=2, backend="efficientnet_lite0")
+
+
+def test_pairing_arms_change_exactly_their_factor(tiny_data):
+    from uotisp_lib.config import TrainStudy
+    from uotisp_lib.experiments import pseudo_pair_config
+
+    train = TrainStudy(stage1_epochs=2, stage2_epochs=1, batch_size=4, d_width=4)
+    ablate = AblationStudy(arch="tinyraw", groups=("pairing",), epochs=9)
+    arms = ab.ablation_arms(STUDY, ablate)
+    assert [a.key for a in arms] == PAIRING_KEYS
+    assert [a.pairing for a in arms] == ["random", "knn", "ot", "fgw"] * 2
+    assert arms[0].baseline == "" and all(a.baseline == "random, 1x1" for a in arms[1:])
+    by_key = {a.key: ab.arm_setup(a, STUDY, ablate, "tinyraw", 3, tiny_data, train) for a in arms}
+    base_cfg, base_data, base_extra = by_key["pairing/random, 1x1"]
+    # notebook 04's pseudo-pair colornet of the train study, 1x1 head; not the UOT study's arch or epochs
+    assert base_cfg == pseudo_pair_config(train, "colornet", 3, arch_kwargs=(("head", "conv1x1"),))
+    assert (base_cfg.arch, base_cfg.stage1_epochs, base_cfg.stage2_epochs, base_cfg.seed) == ("colornet", 2, 1, 3)
+    assert base_data is tiny_data and base_extra["pairing"] == "random"
+    for key, (cfg, d, extra) in by_key.items():
+        method_label, head_label = key.split("/")[1].split(", ")
+        want_head = {"1x1": "conv1x1", "3D LUT": "lut3d"}[head_label]
+        want_method = {"random": "random", "kNN": "knn", "OT": "ot", "FGW": "fgw"}[method_label]
+        assert _diff(cfg, base_cfg) == ({} if want_head == "conv1x1" else
+                                        {"arch_kwargs": ((("head", "lut3d"),), (("head", "conv1x1"),))}), key
+        assert {k: v for k, v in extra.items() if base_extra[k] != v} == (
+            {} if want_method == "random" else {"pairing": want_method}), key
+        assert d is tiny_data
+    # the setup hash tells the pairings apart (identical configurations, different pair sources)
+    hashes = {ab._setup_hash(*v) for v in by_key.values()}
+    assert len(hashes) == 8
+
+
+def test_pair_function_of_each_method_draws_only_training_targets(tiny_data, tmp_path, monkeypatch):
+    import torch
+
+    from uotisp_lib.config import MatchStudy
+    from uotisp_lib.experiments import pseudo_pair_fn
+
+    monkeypatch.setenv("UOTISP_CACHE", str(tmp_path / "cache"))
+    train_targets, proxy = set(tiny_data.targets.stems), set(tiny_data.proxy.stems)
+    assert proxy and not proxy & train_targets
+    test_stems = set(tiny_data.gt_test.stems)
+    sources = list(tiny_data.raw_train.stems) * 50
+    for _, method in ab.PAIRINGS:
+        graph, digest = (None, "") if method == "random" else ab.pairing_graph(tiny_data, method, MatchStudy(**MATCH), tmp_path / "g")
+        if graph is not None:
+            used = {str(t) for t in graph.targets.ravel() if t}
+            assert used <= train_targets, method
+            assert graph.meta["method"] == method and sorted(map(str, graph.sources)) == sorted(tiny_data.raw_train.stems)
+            assert len(list((tmp_path / "g").glob(f"{method}-{digest}.npz"))) == 1
+        drawn = pseudo_pair_fn(method, tiny_data.targets.stems, graph)(sources, torch.Generator().manual_seed(0))
+        assert len(drawn) == len(sources)
+        assert set(drawn) <= train_targets and not set(drawn) & (proxy | test_stems), method
+        if method == "random":  # 300 uniform draws over the 6 training targets reach every one
+            assert set(drawn) == train_targets
+    # read back from the folder, not rebuilt: same arrays, same digest
+    path = next((tmp_path / "g").glob("fgw-*.npz"))
+    mtime = path.stat().st_mtime_ns
+    again, d2 = ab.pairing_graph(tiny_data, "fgw", MatchStudy(**MATCH), tmp_path / "g")
+    assert path.stat().st_mtime_ns == mtime and path.name == f"fgw-{d2}.npz"
+    assert (again.targets == ab.pairing_graph(tiny_data, "fgw", MatchStudy(**MATCH), None)[0].targets).all()
+    # another k is another graph
+    assert ab.pairing_graph(tiny_data, "fgw", MatchStudy(**{**MATCH, "k_patches": 1}), tmp_path / "g")[1] != d2
+    with pytest.raises(ValueError, match="pairing 'knn' needs its pair graph"):
+        pseudo_pair_fn("knn", tiny_data.targets.stems)
+
+
+@pytest.mark.slow
+def test_run_ablations_pairing_arms_two_seeds(tiny_data, tmp_path, monkeypatch):
+    import numpy as np
+
+    from uotisp_lib.config import MatchStudy, TrainStudy
+
+    monkeypatch.setenv("UOTISP_CACHE", str(tmp_path / "cache"))
+    train = TrainStudy(stage1_epochs=1, stage2_epochs=1, batch_size=4, d_width=4)
+    ablate = AblationStudy(arch="tinyraw", seeds=2, groups=("pairing",), arms=("pairing/kNN, 1x1",))
+    arms = ab.ablation_arms(STUDY, ablate)
+    assert [a.key for a in arms] == ["pairing/random, 1x1", "pairing/kNN, 1x1"]  # the baseline comes along
+    kw = dict(train=train, match=MatchStudy(**MATCH), log=None)
+    rows, per_image = ab.run_ablations(tiny_data, STUDY, ablate, tmp_path, **kw)
+    assert len(rows) == 4 and (rows.arch == "colornet").all() and sorted(rows.seed.unique()) == [0, 1]
+    assert np.isfinite(rows[["psnr", "ssim", "de2000", "colour_w", "val_psnr"]].to_numpy()).all()
+    assert (rows.psnr > 5).all() and (rows.n_test_images == 2).all() and (rows.epoch >= 1).all()
+    stored = sorted((tmp_path / "results" / "colornet").glob("*.json"))
+    assert len(stored) == 4 and len(list((tmp_path / "graphs").glob("knn-*.npz"))) == 1
+    assert sorted(json.loads(p.read_text())["setup"]["extra"]["pairing"] for p in stored) == ["knn", "knn", "random", "random"]
+    # the two pairings train different maps (the same seeds, other pairs)
+    a = rows[rows.arm == "kNN, 1x1"].set_index("seed").psnr
+    b = rows[rows.arm == "random, 1x1"].set_index("seed").psnr
+    assert (a != b).all()
+    summary = ab.summarise_ablations(rows, per_image, arms)
+    assert summary.arm.tolist() == ["random, 1x1", "kNN, 1x1"] and (summary.n_seeds == 2).all()
+    r = summary.iloc[1]
+    x = per_image[per_image.variant == "pairing/kNN, 1x1"].set_index(["seed", "image"]).psnr
+    y = per_image[per_image.variant == "pairing/random, 1x1"].set_index(["seed", "image"]).psnr
+    assert len(x) == 4 and r.d_psnr == pytest.approx(float((x - y).mean())) and r.d_psnr != 0
+    assert np.isfinite([r.d_psnr, r.d_psnr_se, r.d_de2000, r.d_de2000_se]).all() and r.d_psnr_se > 0
+    assert summary.iloc[0].d_psnr == 0 and r.vs == "random, 1x1"
+    assert "**pairing** (baseline *random, 1x1*" in ab.discuss(summary)
+    # a second call reads every run and the graph back
+    mtimes = [p.stat().st_mtime_ns for p in stored]
+    again, _ = ab.run_ablations(tiny_data, STUDY, ablate, tmp_path, **kw)
+    pd.testing.assert_frame_equal(rows, again)
+    assert [p.stat().st_mtime_ns for p in stored] == mtimes

@@ -11,7 +11,12 @@ are comparable with notebook 05's. Groups (:data:`GROUPS`):
   both sides) and the sweep of the divergence weight ``alpha``;
 - ``cost``: each transport cost, and ``tau`` swept (0 included) for the study's cost;
 - ``outliers``: the target set rebuilt at several outlier fractions (:func:`with_outlier_fraction`),
-  balanced against semi-relaxed: the robustness claim as a curve.
+  balanced against semi-relaxed: the robustness claim as a curve;
+- ``pairing``: notebook 04's pseudo-pair colornet (Borelli's two-stage trainer) with pairs drawn
+  at random, from the kNN, OT or FGW pair graph (:func:`pairing_graph`, built once per method from
+  the training targets only), with the 1x1 or the 3D-LUT head; baseline: random pairs, 1x1 head
+  (the floor every graph must beat). Not in the cpu profile's groups (it trains another model
+  family; smoke runs FGW vs random); select it with ``groups``.
 
 Identical configurations (the baseline appears in several groups) share one stored run: results are
 keyed by a hash of the run's setup. Every row carries ``colour_w``, the colour sliced-Wasserstein
@@ -30,9 +35,15 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from uotisp_lib.config import AblationStudy, UOTStudy, to_jsonable
+from uotisp_lib.config import AblationStudy, MatchStudy, TrainStudy, UOTStudy, to_jsonable
 
-GROUPS: tuple[str, ...] = ("committee", "psi", "cost", "outliers")
+GROUPS: tuple[str, ...] = ("committee", "psi", "cost", "outliers", "pairing")
+#: The pairing group's pair sources: arm label -> :mod:`uotisp_lib.matching` method ("random": uniform).
+PAIRINGS: tuple[tuple[str, str], ...] = (("random", "random"), ("kNN", "knn"), ("OT", "ot"), ("FGW", "fgw"))
+#: The pairing group's colornet heads: arm label -> ``head`` of the colornet's ``arch_kwargs``.
+HEADS: tuple[tuple[str, str], ...] = (("1x1", "conv1x1"), ("3D LUT", "lut3d"))
+#: The architecture the pairing group trains (notebook 04's pseudo-pair colornet).
+PAIRING_ARCH = "colornet"
 EXPERT_NAMES: tuple[str, ...] = ("colour", "structure", "frequency")
 METRICS = ("psnr", "ssim", "de2000", "colour_w")
 #: Columns of the ablation rows, in order.
@@ -42,9 +53,11 @@ ROW_COLUMNS = ("group", "arm", "arch", "seed", *METRICS, "n_test_images", "n_tar
 
 @dataclass(frozen=True)
 class AblationArm:
-    """One arm: ``cfg`` overrides of the :class:`~uotisp_lib.train.UOTTrainConfig`, ``uot``
-    overrides of its :class:`~uotisp_lib.uot.UOTConfig`, an optional target outlier fraction, and
-    the arm it is compared with (``baseline``, paired by seed and image)."""
+    """One arm: ``cfg`` overrides of the :class:`~uotisp_lib.train.UOTTrainConfig` (of the
+    :class:`~uotisp_lib.train.PseudoPairConfig` when ``pairing`` is set), ``uot`` overrides of its
+    :class:`~uotisp_lib.uot.UOTConfig`, an optional target outlier fraction, the pseudo-pair
+    source (``pairing``: a method of :data:`PAIRINGS`; empty for UOT arms), and the arm it is
+    compared with (``baseline``, paired by seed and image)."""
 
     group: str
     name: str
@@ -52,6 +65,7 @@ class AblationArm:
     uot: tuple[tuple[str, object], ...] = ()
     outliers: float | None = None
     baseline: str = ""
+    pairing: str = ""
 
     @property
     def key(self) -> str:
@@ -97,6 +111,13 @@ def ablation_arms(study: UOTStudy, ablate: AblationStudy) -> list[AblationArm]:
             bal = f"balanced, {100 * f:g}% outliers"
             arms.append(AblationArm("outliers", bal, uot=(("psi_target", "linear"),), outliers=f))
             arms.append(AblationArm("outliers", f"semi, {100 * f:g}% outliers", outliers=f, baseline=bal))
+    if "pairing" in ablate.groups:
+        g, base = "pairing", f"{PAIRINGS[0][0]}, {HEADS[0][0]}"
+        for head_label, head in HEADS:
+            for label, method in PAIRINGS:
+                name = f"{label}, {head_label}"
+                arms.append(AblationArm(g, name, cfg=(("arch_kwargs", (("head", head),)),), pairing=method,
+                                        baseline="" if name == base else base))
     if ablate.arms:
         keys = {a.key for a in arms}
         unknown = [k for k in ablate.arms if k not in keys]
@@ -132,12 +153,21 @@ def with_outlier_fraction(data, fraction: float, seed: int = 0):
     return dataclasses.replace(data, targets=data.targets.subset(stems)), achieved, len(keep_set)
 
 
-def arm_setup(arm: AblationArm, study: UOTStudy, ablate: AblationStudy, arch: str, seed: int, data):
+def arm_setup(arm: AblationArm, study: UOTStudy, ablate: AblationStudy, arch: str, seed: int, data,
+              train: TrainStudy | None = None):
     """``(config, data, extra)`` of one arm: the study's unpaired configuration with the arm's
-    overrides (``ablate.epochs`` when set), its target set, and what the record stores besides."""
+    overrides (``ablate.epochs`` when set), its target set, and what the record stores besides.
+    A pairing arm starts instead from notebook 04's pseudo-pair configuration of ``train``
+    (:func:`~uotisp_lib.experiments.pseudo_pair_config`, :data:`PAIRING_ARCH`; ``arch`` and
+    ``ablate.epochs`` do not apply) and stores its ``pairing`` method in ``extra``."""
     from uotisp_lib.study import base_config
 
-    cfg = base_config(dataclasses.replace(study, epochs=ablate.epochs or study.epochs), arch, seed)
+    if arm.pairing:
+        from uotisp_lib.experiments import pseudo_pair_config
+
+        cfg = pseudo_pair_config(train or TrainStudy(), PAIRING_ARCH, seed)
+    else:
+        cfg = base_config(dataclasses.replace(study, epochs=ablate.epochs or study.epochs), arch, seed)
     if arm.uot:
         cfg = dataclasses.replace(cfg, uot=dataclasses.replace(cfg.uot, **dict(arm.uot)))
     if arm.cfg:
@@ -145,7 +175,34 @@ def arm_setup(arm: AblationArm, study: UOTStudy, ablate: AblationStudy, arch: st
     arm_data, frac, n_images = data, len(set(data.outlier_images) & set(data.target_image_ids)) / len(data.target_image_ids), len(data.target_image_ids)
     if arm.outliers is not None:
         arm_data, frac, n_images = with_outlier_fraction(data, arm.outliers, seed=0)
-    return cfg, arm_data, {"outlier_fraction": frac, "n_target_images": n_images}
+    extra = {"outlier_fraction": frac, "n_target_images": n_images}
+    if arm.pairing:
+        extra["pairing"] = arm.pairing
+    return cfg, arm_data, extra
+
+
+def pairing_graph(data, method: str, match: MatchStudy | None = None, cache: str | Path | None = None, *,
+                  seed: int = 0, device: str = "cpu"):
+    """The pair graph of ``method`` (kNN / OT / FGW, :func:`uotisp_lib.matching.build_pair_graph`)
+    from ``data``'s train RAW to its *training* targets only (the proxy's held-out images and the
+    test split never enter), with ``match``'s k and descriptor backend. Stored in ``cache`` (a
+    folder) under a hash of its settings and read back from there, so each method's graph is built
+    once. Returns ``(graph, digest)``; ``digest`` identifies the graph's settings."""
+    from uotisp_lib.matching import PairGraph, build_pair_graph
+
+    match = match or MatchStudy()
+    settings = {"root": str(Path(data.root).resolve()), "method": method, "k": match.k_images, "k_patch": match.k_patches,
+                "backend": match.backend, "seed": seed, "targets": data.target_image_ids}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache) / f"{method}-{digest}.npz" if cache is not None else None
+    if path is not None and path.is_file():
+        return PairGraph.load(path), digest
+    graph, _ = build_pair_graph(data.root, method, k=match.k_images, k_patch=match.k_patches, backend=match.backend,
+                                seed=seed, device=device, target_ids=data.target_image_ids)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        graph.save(path)
+    return graph, digest
 
 
 def _setup_hash(cfg, arm_data, extra: dict) -> str:
@@ -162,37 +219,48 @@ def run_ablations(
     device: str = "cpu",
     seed0: int = 0,
     workers: int = 1,
+    train: TrainStudy | None = None,
+    match: MatchStudy | None = None,
     log: Callable[[str], None] | None = print,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every arm of :func:`ablation_arms` x seed (``seed0 .. seed0 + ablate.seeds - 1``) on
-    ``ablate.arch`` -> ``(rows, per_image)``. Runs are stored under ``out_dir/results/<arch>/`` by
-    a hash of their setup, so an interrupted run resumes and identical arms train once. With
-    ``workers > 1`` (CPU only) distinct runs train in that many processes of one thread each."""
+    ``ablate.arch`` (pairing arms: :data:`PAIRING_ARCH`, configured by ``train``, their graphs by
+    ``match`` and built once per method under ``out_dir/graphs``) -> ``(rows, per_image)``. Runs
+    are stored under ``out_dir/results/<arch>/`` by a hash of their setup, so an interrupted run
+    resumes and identical arms train once. With ``workers > 1`` (CPU only) distinct runs train in
+    that many processes of one thread each."""
     from uotisp_lib.study import run_jobs
 
     out_dir = Path(out_dir)
     if workers < 1:
         raise ValueError(f"run_ablations: workers must be >= 1, got {workers!r}")
-    plan, jobs = [], {}
+    plan, jobs, graphs = [], {}, {}
     for arm in ablation_arms(study, ablate):
+        arch, kind, more = (PAIRING_ARCH, "pseudo_pair", {}) if arm.pairing else (ablate.arch, "uot", {})
+        if arm.pairing and arm.pairing != "random":
+            if arm.pairing not in graphs:
+                graphs[arm.pairing] = pairing_graph(data, arm.pairing, match, out_dir / "graphs", seed=seed0, device=device)
+            more = {"pair_graph": graphs[arm.pairing][0]}
         for seed in range(seed0, seed0 + ablate.seeds):
-            cfg, arm_data, extra = arm_setup(arm, study, ablate, ablate.arch, seed, data)
+            cfg, arm_data, extra = arm_setup(arm, study, ablate, arch, seed, data, train)
+            if "pair_graph" in more:
+                extra["graph"] = graphs[arm.pairing][1]
             h = f"{_setup_hash(cfg, arm_data, extra)}-seed{seed}"
-            plan.append((arm, seed, h))
-            jobs.setdefault(h, dict(kind="uot", cfg=cfg, arm_data=arm_data, data=data, study=study, arch=ablate.arch, variant=arm.key,
-                                    seed=seed, path=out_dir / "results" / ablate.arch / f"{h}.json",
-                                    run_dir=out_dir / "runs" / ablate.arch / h, device=device, extra=extra))
+            plan.append((arm, arch, seed, h))
+            jobs.setdefault(h, dict(kind=kind, cfg=cfg, arm_data=arm_data, data=data, study=study, arch=arch, variant=arm.key,
+                                    seed=seed, path=out_dir / "results" / arch / f"{h}.json",
+                                    run_dir=out_dir / "runs" / arch / h, device=device, extra=extra, **more))
     recs = run_jobs(jobs, workers, device)
     rows, per_image = [], []
-    for arm, seed, h in plan:
+    for arm, arch, seed, h in plan:
         rec = recs[h]
         if log is not None:
             log(f"{arm.key:45s} seed {seed}: PSNR {rec['psnr']:.2f} dB  dE {rec['de2000']:.2f}  "
                 f"colour W {rec['colour_w']:.4f}  ({rec['seconds']:.0f} s)")
         row = {k: rec.get(k, float("nan")) for k in ROW_COLUMNS}
-        row.update(group=arm.group, arm=arm.name, arch=ablate.arch, seed=seed)
+        row.update(group=arm.group, arm=arm.name, arch=arch, seed=seed)
         rows.append(row)
-        per_image += [{"group": arm.group, "arm": arm.name, "arch": ablate.arch, "variant": arm.key, "seed": seed,
+        per_image += [{"group": arm.group, "arm": arm.name, "arch": arch, "variant": arm.key, "seed": seed,
                        **{k: r[k] for k in ("image", "psnr", "ssim", "de2000")}} for r in rec["per_image"]]
     return pd.DataFrame(rows, columns=list(ROW_COLUMNS)), pd.DataFrame(per_image)
 
@@ -217,7 +285,7 @@ def summarise_ablations(rows: pd.DataFrame, per_image: pd.DataFrame, arms: Seque
         r["vs"] = arm.baseline
         for k in ("psnr", "de2000"):
             if arm.baseline:
-                r[f"d_{k}"], r[f"d_{k}_se"] = paired_difference(per_image, arm_arch(rows), arm.key,
+                r[f"d_{k}"], r[f"d_{k}_se"] = paired_difference(per_image, arm_arch(g), arm.key,
                                                                 f"{arm.group}/{arm.baseline}", k)
             else:
                 r[f"d_{k}"], r[f"d_{k}_se"] = 0.0, 0.0
@@ -226,6 +294,7 @@ def summarise_ablations(rows: pd.DataFrame, per_image: pd.DataFrame, arms: Seque
 
 
 def arm_arch(rows: pd.DataFrame) -> str:
+    """The one architecture of an arm's rows (a ValueError when they mix several)."""
     archs = rows.arch.unique()
     if len(archs) != 1:
         raise ValueError(f"summarise_ablations: expected one architecture, got {list(archs)}")

@@ -207,10 +207,13 @@ _PROFILES: dict[str, Profile] = {
             n_val=2,
             n_test=2,
         ),
-        # a plumbing check of every group: a few arms, 2 seeds (the full grid is the cpu profile's)
+        # a plumbing check of every group: a few arms, 2 seeds (the full grid is the cpu profile's); pairing:
+        # FGW against random pairs, 1x1 head (about 14 s on 2 cores with a cold descriptor cache)
         ablate=AblationStudy(seeds=2, alphas=(0.2,), taus=(0.0,), costs=("quadratic", "luma"), outlier_fractions=(0.0, 0.4),
+                             groups=("committee", "psi", "cost", "outliers", "pairing"),
                              arms=("committee/no experts", "committee/all + colour OT (0.3)", "psi/balanced", "cost/luma, tau 1",
-                                   "cost/quadratic, tau 0", "outliers/semi, 0% outliers", "outliers/semi, 40% outliers")),
+                                   "cost/quadratic, tau 0", "outliers/semi, 0% outliers", "outliers/semi, 40% outliers",
+                                   "pairing/FGW, 1x1")),
     ),
     "cpu": Profile(
         name="cpu",

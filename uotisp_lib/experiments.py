@@ -315,6 +315,17 @@ def random_pair_fn(target_stems):
     return pair
 
 
+def pseudo_pair_fn(method: str, target_stems, graph=None):
+    """The pair sampler of a pairing ``method`` over the training targets ``target_stems``:
+    :func:`random_pair_fn` for ``"random"``, else :func:`graph_pair_fn` over ``graph`` (a
+    :class:`~uotisp_lib.matching.PairGraph` built with that method) restricted to those stems."""
+    if method == "random":
+        return random_pair_fn(target_stems)
+    if graph is None:
+        raise ValueError(f"pseudo_pair_fn: pairing {method!r} needs its pair graph")
+    return graph_pair_fn(graph, set(target_stems))
+
+
 def relaxed_mass(trainer, data: TrainingData, batch: int = 256) -> tuple[pd.DataFrame, torch.Tensor, list[bool]]:
     """Where the relaxed target marginal puts its mass after UOT training: the trained potential on
     every training target patch, the weights ``Psi2*'(-v(y)/alpha)`` (:func:`uotisp_lib.uot.relaxed_target_weights`),

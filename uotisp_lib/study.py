@@ -146,14 +146,17 @@ def colour_distance(preds: torch.Tensor, gt: torch.Tensor, seed: int = 0) -> flo
 
 
 def run_configured(kind: str, cfg, arm_data, *, data, study: UOTStudy, arch: str, variant: str, seed: int,
-                   path: Path, run_dir: Path, device: str = "cpu", extra: dict | None = None) -> dict:
+                   path: Path, run_dir: Path, device: str = "cpu", extra: dict | None = None, pair_graph=None) -> dict:
     """Train (or read back) one configured run and score it on the test split (the shared core of
     :func:`run_arm` and the ablations of notebook 06): ``kind`` and ``cfg`` as from
-    :func:`arm_config`, trained on ``arm_data``, scored on ``data``'s test split. The record (see
+    :func:`arm_config`, trained on ``arm_data``, scored on ``data``'s test split. Kind
+    ``"pseudo_pair"`` trains a :class:`~uotisp_lib.train.PseudoPairTrainer` on pseudo-pairs of
+    ``extra["pairing"]`` drawn from ``arm_data``'s targets (:func:`~uotisp_lib.experiments.pseudo_pair_fn`,
+    over ``pair_graph`` unless random; built here, since a sampler does not pickle). The record (see
     :func:`run_arm`; plus ``colour_w``, :func:`colour_distance` on the test split, and ``extra``) is
     written atomically to ``path``; a stored record of the same setup is returned as it is, one of
     another setup is refused."""
-    from uotisp_lib.experiments import run_pseudo_pair, run_uot
+    from uotisp_lib.experiments import pseudo_pair_fn, run_pseudo_pair, run_uot
     from uotisp_lib.inference import load_isp, render
     from uotisp_lib.models import build_isp, count_parameters
 
@@ -177,7 +180,11 @@ def run_configured(kind: str, cfg, arm_data, *, data, study: UOTStudy, arch: str
                                  data.gt_val.select(data.raw_val.stems), data.raw_val.stems)
             val_psnr = float(v["psnr"].mean())
     else:
-        _, trainer = (run_pseudo_pair if kind == "paired_l1" else run_uot)(arm_data, cfg, run_dir, device=device)
+        if kind == "pseudo_pair":
+            fn = pseudo_pair_fn((extra or {}).get("pairing", ""), arm_data.targets.stems, pair_graph)
+            _, trainer = run_pseudo_pair(arm_data, cfg, run_dir, fn, device=device)
+        else:
+            _, trainer = (run_pseudo_pair if kind == "paired_l1" else run_uot)(arm_data, cfg, run_dir, device=device)
         best = trainer.run_dir / "best"
         preds = render(load_isp(best if (best / "isp.json").is_file() else trainer.run_dir / "export"), data.raw_test.images)
         selected_epoch = int(trainer.state.extra.get("best_epoch", trainer.state.extra["epoch"]))
