@@ -116,7 +116,7 @@ if ready:
     meta = config.run_metadata(run, study=study, ablate=ablate, wall_seconds_notebook=round(wall, 1),
                                train_seconds_all_runs=round(float(rows.drop_duplicates(["seed", "seconds"]).seconds.sum()), 1),
                                n_seeds=ablate.seeds, n_test_images=int(rows.n_test_images.max()))
-    note = (f"{ablate.arch}, {ablate.seeds} seeds per arm, {int(rows.n_test_images.max())} test images, "
+    note = (f"{', '.join(dict.fromkeys(rows.arch))}, {ablate.seeds} seeds per arm, {int(rows.n_test_images.max())} test images, "
             f"{ablate.epochs or study.epochs} epochs per run (notebook 05's study: {study.epochs}); `d_psnr` is the "
             "difference to the arm named in `vs`, paired by seed and image; `colour_w` is the colour sliced-Wasserstein "
             "distance of the test outputs to the test ground truth (lower is closer).")
