@@ -7,12 +7,12 @@ import csv
 import dataclasses
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 import uotisp_lib
+from cli_helpers import one_line_error
 from uotisp_lib.checkpoint import run_lock
 from uotisp_lib.cli import main
 from uotisp_lib.cli.train import build_config
@@ -38,13 +38,6 @@ def _config(trainer="uot", sets=(), toml=None, mode=None, arch=None, seed=None):
     return build_config(trainer, SMOKE, ov, mode, arch, seed)
 
 
-def _one_line_error(capsys, argv: list[str]) -> str:
-    t0 = time.perf_counter()
-    assert main(argv) == 2
-    assert time.perf_counter() - t0 < 5  # refused before any long work
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def _history(run: Path) -> list[dict]:
@@ -109,13 +102,13 @@ def test_bad_input_is_one_line_exit_2_before_any_work(tmp_path, smoke, capsys):
         "--trainer pseudo-pairs --pairs nearest": "--pairs nearest: expected one of fgw, ot, uot, knn, random, or a GRAPH.npz file",
     }
     for extra, want in cases.items():
-        assert _one_line_error(capsys, base + extra.split()) == f"uotisp train: error: {want}", extra
-    line = _one_line_error(capsys, ["train", "--data", str(nogt), "--out", str(out), "--mode", "paired"])
+        assert one_line_error(capsys, base + extra.split()) == f"uotisp train: error: {want}", extra
+    line = one_line_error(capsys, ["train", "--data", str(nogt), "--out", str(out), "--mode", "paired"])
     assert line == (f"uotisp train: error: --data {nogt}: no train/gt (--mode paired needs the ground truth); "
                     "expected train/raws/*.npy, train/jpegs/*.jpg, train/gt/*.png")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
-    line = _one_line_error(capsys, ["train", "--data", str(smoke), "--out", str(tmp_path / "full")])
+    line = one_line_error(capsys, ["train", "--data", str(smoke), "--out", str(tmp_path / "full")])
     assert "holds no run (no ckpt/); expected a new folder, an empty one, or a run folder to resume" in line
     assert not out.exists() and (tmp_path / "full" / "notes.txt").read_text() == "mine"
 

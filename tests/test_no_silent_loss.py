@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import pytest
 import torch
 
 import uotisp_lib
+from cli_helpers import one_line_error
 from uotisp_lib import io as uio
 from uotisp_lib.checkpoint import CheckpointError, RunLockedError, run_lock
 from uotisp_lib.cli import main
@@ -244,13 +244,6 @@ def smoke(tmp_path_factory):
     return build_benchmark(tmp_path_factory.mktemp("b") / "smoke", get_profile("smoke").synth, seed=3)
 
 
-def _one_line_error(capsys, argv: list[str]) -> str:
-    t0 = time.perf_counter()
-    assert main(argv) == 2
-    assert time.perf_counter() - t0 < 5  # refused before any long work
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_output_under_a_regular_file_is_refused_first(tmp_path, smoke, infer_setup, capsys):
@@ -264,10 +257,10 @@ def test_output_under_a_regular_file_is_refused_first(tmp_path, smoke, infer_set
         "synth": ["synth", "--out", str(bad)],
     }
     for cmd, argv in cases.items():
-        line = _one_line_error(capsys, argv)
+        line = one_line_error(capsys, argv)
         assert line.startswith(f"uotisp {cmd}: error: --")
         assert f"{tmp_path / 'file'} is a regular file; expected a folder there" in line
-    line = _one_line_error(capsys, ["match", "--data", str(tmp_path / "file"), "--out", str(tmp_path / "g.npz")])
+    line = one_line_error(capsys, ["match", "--data", str(tmp_path / "file"), "--out", str(tmp_path / "g.npz")])
     assert f"--data {tmp_path / 'file'}: is not a folder" in line
 
 
@@ -290,12 +283,12 @@ def _broken_exports(tmp: Path) -> dict[str, tuple[Path, str]]:
 def test_bad_exports_and_options_are_one_line_naming_the_file_or_option(tmp_path, infer_setup, capsys):
     isp, src = infer_setup
     for export, want in _broken_exports(tmp_path).values():
-        line = _one_line_error(capsys, ["infer", "--checkpoint", str(export), "--input", str(src), "--output", str(tmp_path / "o")])
+        line = one_line_error(capsys, ["infer", "--checkpoint", str(export), "--input", str(src), "--output", str(tmp_path / "o")])
         assert want in line, line
     base = ["infer", "--checkpoint", str(isp), "--input", str(src), "--output", str(tmp_path / "o")]
-    assert "--device 'tpu': unknown device type" in _one_line_error(capsys, base + ["--device", "tpu"])
-    assert "--batch 0: expected an integer >= 1" in _one_line_error(capsys, base + ["--batch", "0"])
-    assert "--seed -1: expected an integer >= 0" in _one_line_error(capsys, ["synth", "--out", str(tmp_path / "s"), "--seed", "-1"])
+    assert "--device 'tpu': unknown device type" in one_line_error(capsys, base + ["--device", "tpu"])
+    assert "--batch 0: expected an integer >= 1" in one_line_error(capsys, base + ["--batch", "0"])
+    assert "--seed -1: expected an integer >= 0" in one_line_error(capsys, ["synth", "--out", str(tmp_path / "s"), "--seed", "-1"])
     assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
 
 
@@ -328,7 +321,7 @@ def test_match_refuses_ground_truth_of_the_wrong_size_before_matching(tmp_path, 
     shutil.copytree(smoke, data)
     gt = sorted((data / "train" / "gt").glob("*.png"))[0]
     uio.save_image(gt, np.zeros((10, 12, 3), np.uint8))
-    line = _one_line_error(capsys, ["match", "--data", str(data), "--out", str(tmp_path / "g.npz"), "--no-cache"])
+    line = one_line_error(capsys, ["match", "--data", str(data), "--out", str(tmp_path / "g.npz"), "--no-cache"])
     assert f"{gt}: ground truth is 10x12; expected" in line
     # a target JPEG of another size than its image's other patches is named
     jpg = sorted((data / "train" / "jpegs").glob("*.jpg"))[0]

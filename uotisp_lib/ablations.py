@@ -172,9 +172,11 @@ def arm_setup(arm: AblationArm, study: UOTStudy, ablate: AblationStudy, arch: st
         cfg = dataclasses.replace(cfg, uot=dataclasses.replace(cfg.uot, **dict(arm.uot)))
     if arm.cfg:
         cfg = dataclasses.replace(cfg, **dict(arm.cfg))
-    arm_data, frac, n_images = data, len(set(data.outlier_images) & set(data.target_image_ids)) / len(data.target_image_ids), len(data.target_image_ids)
     if arm.outliers is not None:
         arm_data, frac, n_images = with_outlier_fraction(data, arm.outliers, seed=0)
+    else:
+        ids = data.target_image_ids
+        arm_data, frac, n_images = data, len(set(data.outlier_images) & set(ids)) / len(ids), len(ids)
     extra = {"outlier_fraction": frac, "n_target_images": n_images}
     if arm.pairing:
         extra["pairing"] = arm.pairing

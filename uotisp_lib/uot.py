@@ -652,9 +652,13 @@ def relaxed_target_weights(v_real: Tensor, psi_target: str = "softplus_norm", al
     v = _check_vec(v_real, "relaxed_target_weights", "v_real")
     if not alpha > 0:
         raise ValueError(f"relaxed_target_weights: alpha must be > 0, got {alpha!r}")
-    psi = get_conjugate(psi_target)
+    return _conjugate_slope(get_conjugate(psi_target), -v.detach() / alpha)
+
+
+def _conjugate_slope(psi: Conjugate, t: Tensor) -> Tensor:
+    """``Psi*'(t)`` elementwise, by autograd (every conjugate here is elementwise and smooth)."""
     with torch.enable_grad():
-        t = (-v.detach() / alpha).clone().requires_grad_(True)
+        t = t.detach().clone().requires_grad_(True)
         (w,) = torch.autograd.grad(psi(t).sum(), t)
     return w.detach()
 
@@ -662,9 +666,7 @@ def relaxed_target_weights(v_real: Tensor, psi_target: str = "softplus_norm", al
 def _relaxed_weight_cv(psi: Conjugate, t: Tensor) -> float:
     """Coefficient of variation of ``Psi*'(t)`` over the batch: the relative spread of the weights the
     relaxed target marginal gives the real targets (0 for balanced OT; near 0: the relaxation is idle)."""
-    with torch.enable_grad():
-        t = t.detach().clone().requires_grad_(True)
-        (w,) = torch.autograd.grad(psi(t).sum(), t)
+    w = _conjugate_slope(psi, t)
     return float(w.std(unbiased=False) / w.mean().abs().clamp_min(1e-12))
 
 
