@@ -16,7 +16,7 @@ from cli_helpers import one_line_error
 from uotisp_lib.checkpoint import run_lock
 from uotisp_lib.cli import main
 from uotisp_lib.cli.train import build_config
-from uotisp_lib.config import get_profile
+from uotisp_lib.config import config_dict, get_profile
 from uotisp_lib.overrides import load_toml, parse_sets
 from uotisp_lib.study import base_config
 from uotisp_lib.train import EpochTrainer, PseudoPairConfig, config_hash
@@ -70,7 +70,7 @@ def test_defaults_come_from_the_profile_and_overrides_apply_in_order(tmp_path):
 
 def test_config_hash_is_the_hash_of_the_config_fields():
     cfg = _config()
-    assert config_hash(cfg) == config_hash(dataclasses.asdict(cfg))  # what the checkpoint stores
+    assert config_hash(cfg) == config_hash(config_dict(cfg))  # what the checkpoint stores
     assert re.fullmatch(r"[0-9a-f]{12}", config_hash(cfg))
     assert config_hash(cfg) != config_hash(dataclasses.replace(cfg, epochs=2))
 
@@ -84,7 +84,7 @@ def test_bad_input_is_one_line_exit_2_before_any_work(tmp_path, smoke, capsys):
     shutil.copytree(smoke / "train" / "raws", nogt / "train" / "raws")
     shutil.copytree(smoke / "train" / "jpegs", nogt / "train" / "jpegs")
     uot_keys = ("psi_source, psi_target, tau, alpha, r1_gamma, r1_scale, reference_wb, map_steps_per_potential, "
-                "potential_steps, cost, cost_kwargs")
+                "potential_steps, cost, cost_kwargs, objective")
     cases = {
         "--set uot.taux=8": f"--set uot.taux=8: unknown key 'uot.taux' for UOTConfig; expected one of {uot_keys}",
         "--set epochs=abc": "--set epochs=abc: epochs expects int, got 'abc'",

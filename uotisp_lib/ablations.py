@@ -16,7 +16,13 @@ are comparable with notebook 05's. Groups (:data:`GROUPS`):
   at random, from the kNN, OT or FGW pair graph (:func:`pairing_graph`, built once per method from
   the training targets only), with the 1x1 or the 3D-LUT head; baseline: random pairs, 1x1 head
   (the floor every graph must beat). Not in the cpu profile's groups (it trains another model
-  family; smoke runs FGW vs random); select it with ``groups``.
+  family; smoke runs FGW vs random); select it with ``groups``;
+- ``bias``: the OT-SR bias claim (Gazdieva et al., arXiv 2202.01116): the OT map against a
+  content-regularised GAN (``UOTConfig.objective = "gan"``: the same map, potential, cost as content
+  loss and committee, trained with the GAN's logistic losses) at the study's ``tau`` and at
+  ``bias_taus``. The GAN's map minimises content loss plus a divergence, so the more content weight,
+  the further its output distribution from the target's; the OT map's target marginal holds (up to
+  the relaxation). Measured by ``colour_w``, paired by seed (``d_colour_w``), besides PSNR.
 
 Identical configurations (the baseline appears in several groups) share one stored run: results are
 keyed by a hash of the run's setup. Every row carries ``colour_w``, the colour sliced-Wasserstein
@@ -37,7 +43,7 @@ import pandas as pd
 
 from uotisp_lib.config import AblationStudy, MatchStudy, TrainStudy, UOTStudy, to_jsonable
 
-GROUPS: tuple[str, ...] = ("committee", "psi", "cost", "outliers", "pairing")
+GROUPS: tuple[str, ...] = ("committee", "psi", "cost", "outliers", "pairing", "bias")
 #: The pairing group's pair sources: arm label -> :mod:`uotisp_lib.matching` method ("random": uniform).
 PAIRINGS: tuple[tuple[str, str], ...] = (("random", "random"), ("kNN", "knn"), ("OT", "ot"), ("FGW", "fgw"))
 #: The pairing group's colornet heads: arm label -> ``head`` of the colornet's ``arch_kwargs``.
@@ -118,6 +124,11 @@ def ablation_arms(study: UOTStudy, ablate: AblationStudy) -> list[AblationArm]:
                 name = f"{label}, {head_label}"
                 arms.append(AblationArm(g, name, cfg=(("arch_kwargs", (("head", head),)),), pairing=method,
                                         baseline="" if name == base else base))
+    if "bias" in ablate.groups:
+        for t in (study.tau, *[t for t in ablate.bias_taus if t != study.tau]):
+            ot, tau = f"OT map, tau {t:g}", (() if t == study.tau else (("tau", t),))
+            arms.append(AblationArm("bias", ot, uot=tau))
+            arms.append(AblationArm("bias", f"GAN + content, tau {t:g}", uot=(*tau, ("objective", "gan")), baseline=ot))
     if ablate.arms:
         keys = {a.key for a in arms}
         unknown = [k for k in ablate.arms if k not in keys]
@@ -291,8 +302,25 @@ def summarise_ablations(rows: pd.DataFrame, per_image: pd.DataFrame, arms: Seque
                                                                 f"{arm.group}/{arm.baseline}", k)
             else:
                 r[f"d_{k}"], r[f"d_{k}_se"] = 0.0, 0.0
+        if arm.baseline:
+            b = rows[(rows.group == arm.group) & (rows.arm == arm.baseline)]
+            r["d_colour_w"], r["d_colour_w_se"] = seed_paired_difference(g, b, "colour_w")
+        else:
+            r["d_colour_w"], r["d_colour_w_se"] = 0.0, 0.0
         out.append(r)
     return pd.DataFrame(out)
+
+
+def seed_paired_difference(arm_rows: pd.DataFrame, base_rows: pd.DataFrame, metric: str) -> tuple[float, float]:
+    """Mean and standard error over seeds of ``arm - baseline`` on a per-run ``metric`` (one value per
+    seed, e.g. ``colour_w``), paired by seed; NaN without a shared seed (SE NaN with one)."""
+    from uotisp_lib.study import _se
+
+    m = arm_rows[["seed", metric]].merge(base_rows[["seed", metric]], on="seed", suffixes=("", "_base"))
+    if m.empty:
+        return float("nan"), float("nan")
+    d = (m[metric] - m[f"{metric}_base"]).to_numpy(dtype=np.float64)
+    return float(d.mean()), _se(d)
 
 
 def arm_arch(rows: pd.DataFrame) -> str:
@@ -334,6 +362,17 @@ def discuss(summary: pd.DataFrame) -> str:
             parts = [f"{100 * r.outlier_fraction:.0f}%: {_fmt(r.semi_minus_balanced, r.se)} "
                      f"({_call(r.semi_minus_balanced, r.se)})" for r in curve.itertuples()]
             lines.append(f"- **outliers** (semi minus balanced, {n_seeds} seeds x {n_img} test images): " + "; ".join(parts) + ".")
+            continue
+        if group == "bias":
+            parts = []
+            for r in g[g.vs != ""].itertuples():
+                where = {"better": "farther from the target distribution than the OT map's",
+                         "worse": "closer to the target distribution than the OT map's"}.get(
+                    _call(r.d_colour_w, r.d_colour_w_se), "within two standard errors of the OT map's")
+                parts.append(f"*{r.arm}* vs *{r.vs}*: colour W {r.d_colour_w:+.4f} +- {r.d_colour_w_se:.4f} ({where}), "
+                             f"PSNR {_fmt(r.d_psnr, r.d_psnr_se)} ({_call(r.d_psnr, r.d_psnr_se)})")
+            lines.append(f"- **bias** (the OT-SR claim, {n_seeds} seeds x {n_img} test images; colour W is the colour "
+                         "sliced-Wasserstein distance of the outputs to the ground truth, paired by seed): " + "; ".join(parts) + ".")
             continue
         base = g[g.vs == ""].iloc[0]
         rest = g[g.vs != ""]

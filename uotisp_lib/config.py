@@ -13,6 +13,7 @@ All configs are frozen dataclasses; ``dataclasses.replace`` derives variants. A 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -155,12 +156,13 @@ class AblationStudy:
     arch: str = "tinyraw"
     seeds: int = 3
     epochs: int | None = None  # None: the UOT study's
-    groups: tuple[str, ...] = ("committee", "psi", "cost", "outliers")
+    groups: tuple[str, ...] = ("committee", "psi", "cost", "outliers", "bias")
     alphas: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)  # the psi group's alpha sweep (semi softplus)
     taus: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0)  # the cost group's tau sweep (the study's cost)
     costs: tuple[str, ...] = ()  # the cost group's costs; empty: every cost of uotisp_lib.uot.COSTS
     outlier_fractions: tuple[float, ...] = (0.0, 0.1, 0.25, 0.4)
     colour_ot: float = 0.3  # weight of the committee group's colour sliced-Wasserstein arm (0: no such arm)
+    bias_taus: tuple[float, ...] = (3.0,)  # the bias group's content weights besides the study's tau
     workers: int = 1  # training processes on CPU (one thread each); 1: in this process
     arms: tuple[str, ...] = ()  # only these arms ("group/name", their baselines added); empty: every arm of the groups
 
@@ -210,10 +212,10 @@ _PROFILES: dict[str, Profile] = {
         # a plumbing check of every group: a few arms, 2 seeds (the full grid is the cpu profile's); pairing:
         # FGW against random pairs, 1x1 head (about 14 s on 2 cores with a cold descriptor cache)
         ablate=AblationStudy(seeds=2, alphas=(0.2,), taus=(0.0,), costs=("quadratic", "luma"), outlier_fractions=(0.0, 0.4),
-                             groups=("committee", "psi", "cost", "outliers", "pairing"),
+                             groups=("committee", "psi", "cost", "outliers", "pairing", "bias"), bias_taus=(),
                              arms=("committee/no experts", "committee/all + colour OT (0.3)", "psi/balanced", "cost/luma, tau 1",
                                    "cost/quadratic, tau 0", "outliers/semi, 0% outliers", "outliers/semi, 40% outliers",
-                                   "pairing/FGW, 1x1")),
+                                   "pairing/FGW, 1x1", "bias/GAN + content, tau 1")),
     ),
     "cpu": Profile(
         name="cpu",
@@ -234,10 +236,12 @@ _PROFILES: dict[str, Profile] = {
         uot=UOTStudy(arch="colornet", archs=("colornet", "tinyraw", "unet_isp"), epochs=10, batch_size=16, lr_map=5e-4, crop=32,
                      lr_potential=5e-4, alpha=0.05, cost="luma", r1_gamma=0.1, potential_width=16, expert_width=16, seeds=3,
                      arch_seeds=(("unet_isp", 2),), synth=UOT_CPU_SYNTH),
-        # colornet (the study's main architecture), 3 seeds, 4 of the study's 10 epochs so that the whole
-        # grid (99 runs) fits in about an hour on 2 cores with 2 single-threaded workers
+        # colornet (the study's main architecture), 3 seeds, 4 of the study's 10 epochs so that the UOT
+        # groups (105 runs) fit in about an hour on 2 cores with 2 single-threaded workers; the pairing
+        # group (notebook 04's pseudo-pair colornet, 24 runs of about 4 min) adds about 50 min
         ablate=AblationStudy(arch="colornet", seeds=3, epochs=4, alphas=(0.01, 0.05, 0.2, 1.0), taus=(0.0, 0.3, 1.0, 3.0),
-                             outlier_fractions=(0.0, 0.1, 0.25, 0.4), workers=2),
+                             outlier_fractions=(0.0, 0.1, 0.25, 0.4), workers=2,
+                             groups=("committee", "psi", "cost", "outliers", "pairing", "bias")),
     ),
     "full": Profile(
         name="full",
@@ -371,10 +375,28 @@ def default_results_root() -> Path:
     return Path.cwd() / "results"
 
 
+def _omitted(obj: Any, f: dataclasses.Field) -> bool:
+    # a field marked ``metadata={"omit_default": True}`` (added after results and checkpoints were
+    # stored) is left out at its default, so the setups, hashes and checkpoints of earlier runs hold
+    return bool(f.metadata.get("omit_default")) and getattr(obj, f.name) == f.default
+
+
+def config_dict(obj: Any) -> Any:
+    """:func:`dataclasses.asdict` of a config (tuples kept), without the ``omit_default`` fields
+    that are at their defaults: what checkpoints store and resumes compare."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: config_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not _omitted(obj, f)}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(config_dict(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: config_dict(v) for k, v in obj.items()}
+    return copy.deepcopy(obj)
+
+
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, paths, tuples and NumPy scalars to plain JSON values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not _omitted(obj, f)}
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

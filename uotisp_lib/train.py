@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from uotisp_lib import distributed, losses, metrics, uot
+from uotisp_lib.config import config_dict
 from uotisp_lib.checkpoint import TrainState, load_latest_checkpoint, run_lock, save_checkpoint
 from uotisp_lib.data.datasets import PatchSet
 from uotisp_lib.inference import export_isp, export_step
@@ -491,7 +492,7 @@ class PseudoPairTrainer(EpochTrainer):
                 "order": torch.Generator().manual_seed(cfg.seed),
                 "pairs": torch.Generator().manual_seed(cfg.seed + 1),
             },
-            extra={"epoch": 0, "config": asdict(cfg)},
+            extra={"epoch": 0, "config": config_dict(cfg)},
         )
         self.epochs, self.batch_size = cfg.epochs, cfg.batch_size
         self.arch, self.arch_kwargs = cfg.arch, dict(cfg.arch_kwargs)
@@ -546,7 +547,7 @@ class PseudoPairTrainer(EpochTrainer):
         return {"stage2": float(stage == "stage2"), **self._step(stems, stage, self._loss)}
 
     def export_meta(self) -> dict:
-        return {"trainer": "pseudo_pair", "config": asdict(self.cfg)}
+        return {"trainer": "pseudo_pair", "config": config_dict(self.cfg)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -713,7 +714,7 @@ class UOTTrainer(EpochTrainer):
             models=models,
             optimizers=opts,
             generators={"order": torch.Generator().manual_seed(cfg.seed), "pairs": gen_pairs},
-            extra={"epoch": 0, "config": asdict(cfg)},
+            extra={"epoch": 0, "config": config_dict(cfg)},
         )
         self.epochs, self.batch_size = cfg.epochs, cfg.batch_size
         self.arch, self.arch_kwargs = cfg.arch, dict(cfg.arch_kwargs)
@@ -840,7 +841,7 @@ class UOTTrainer(EpochTrainer):
             if self.committee is not None:
                 with self.autocast():
                     # each expert's gradient is scaled to the potential's pull (+ paired), or to c - v (+ paired)
-                    pull = -v_fake.mean() if cfg.expert_reference == "potential" else loss_t
+                    pull = uot.potential_pull(v_fake, cfg.uot) if cfg.expert_reference == "potential" else loss_t
                     ref_loss = pull if sup is None else pull + sup
                     g_loss, lg = self.committee.g_loss(fake, reference=ref_loss)
                 total = total + g_loss
@@ -853,4 +854,4 @@ class UOTTrainer(EpochTrainer):
         return logs
 
     def export_meta(self) -> dict:
-        return {"trainer": "uot", "config": asdict(self.cfg)}
+        return {"trainer": "uot", "config": config_dict(self.cfg)}

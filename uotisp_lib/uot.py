@@ -506,6 +506,10 @@ def get_cost(name: str, **kw: Any) -> Cost:
 R1_SCALES = ("pixels", "none")
 
 
+#: Training objectives of :class:`UOTConfig`: the semi-dual UOT, or the content-regularised GAN baseline.
+OBJECTIVES: tuple[str, ...] = ("uot", "gan")
+
+
 @dataclass(frozen=True)
 class UOTConfig:
     """Configuration of the semi-dual UOT objective.
@@ -532,6 +536,12 @@ class UOTConfig:
             the map, so its gap does not collapse to zero (issue 10).
         cost: name in :data:`COSTS`; cost_kwargs: its extra keywords besides ``tau`` (a dict is
             accepted and stored as sorted ``(key, value)`` pairs so the config stays hashable).
+        objective: ``"uot"`` (the semi-dual above) or ``"gan"``: the content-regularised GAN that
+            Gazdieva et al. (arXiv 2202.01116) compare the OT map with: the same networks, a
+            non-saturating GAN loss for ``v`` (the cost plays no part in it, and the conjugates and
+            ``alpha`` are unused) and ``c(x, T(x)) + softplus(-v(T(x)))`` for the map. Its map is
+            biased: it minimises content loss plus divergence, not a transport cost under the
+            target marginal (see :func:`potential_loss`, :func:`map_loss`; notebook 06's ``bias`` group).
     """
 
     psi_source: str = "linear"
@@ -545,8 +555,12 @@ class UOTConfig:
     potential_steps: int = 1
     cost: str = "quadratic"
     cost_kwargs: tuple[tuple[str, Any], ...] = ()
+    # added after runs were stored: left out of a setup's JSON at its default, so their hashes hold
+    objective: str = dataclasses.field(default="uot", metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"UOTConfig: objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         get_conjugate(self.psi_source)
         get_conjugate(self.psi_target)
         _check_tau(self.tau, "UOTConfig")
@@ -612,7 +626,9 @@ def potential_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """Potential loss (to **minimise** over ``v``), UOTM eq. 9 without R1:
     ``mean Psi2*(-v(y)) + mean Psi1*(v(T(x)) - c(x, T(x)))``, each ``Psi*`` as
-    ``alpha Psi*(. / alpha)`` (the conjugate of ``alpha Psi``, ``cfg.alpha``).
+    ``alpha Psi*(. / alpha)`` (the conjugate of ``alpha Psi``, ``cfg.alpha``). With
+    ``cfg.objective == "gan"``: ``mean softplus(-v(y)) + mean softplus(v(T(x)))`` (the GAN
+    discriminator's logistic loss; ``cost_fake`` is only logged).
 
     Args:
         v_real: ``[B]`` potential on real targets ``y``.
@@ -627,8 +643,11 @@ def potential_loss(
     _check_vec(v_fake, "potential_loss", "v_fake")
     _check_vec(cost_fake, "potential_loss", "cost_fake", v_fake.shape[0])
     psi1, psi2, a = get_conjugate(cfg.psi_source), get_conjugate(cfg.psi_target), cfg.alpha
-    real_term = a * psi2(-v_real / a).mean()
-    fake_term = a * psi1((v_fake - cost_fake.detach()) / a).mean()
+    if cfg.objective == "gan":  # the discriminator's logistic loss, v a logit: no cost, no conjugates
+        real_term, fake_term = F.softplus(-v_real).mean(), F.softplus(v_fake).mean()
+    else:
+        real_term = a * psi2(-v_real / a).mean()
+        fake_term = a * psi1((v_fake - cost_fake.detach()) / a).mean()
     loss = real_term + fake_term
     logs = {
         "loss": float(loss.detach()),
@@ -696,20 +715,29 @@ def r1_scale_of(cfg: "UOTConfig", y_real: Tensor) -> float:
 
 
 def map_loss(v_fake: Tensor, cost_fake: Tensor, cfg: UOTConfig | None = None) -> tuple[Tensor, dict[str, float]]:
-    """Map loss (to **minimise** over ``T``): ``mean [c(x, T(x)) - v(T(x))]`` (UOTM eq. 9, inner inf).
+    """Map loss (to **minimise** over ``T``): ``mean [c(x, T(x)) - v(T(x))]`` (UOTM eq. 9, inner inf);
+    with ``cfg.objective == "gan"`` the content-regularised GAN's ``mean [c(x, T(x)) + softplus(-v(T(x)))]``
+    (the non-saturating generator loss plus the cost as a content loss).
 
-    Both ``[B]`` and differentiable w.r.t. the map. ``cfg`` is unused (kept for a uniform call);
-    logs: ``loss``, ``cost``, ``v_fake`` (means).
+    Both ``[B]`` and differentiable w.r.t. the map. Logs: ``loss``, ``cost``, ``v_fake`` (means).
     """
     _check_vec(v_fake, "map_loss", "v_fake")
     _check_vec(cost_fake, "map_loss", "cost_fake", v_fake.shape[0])
-    loss = (cost_fake - v_fake).mean()
+    loss = cost_fake.mean() + potential_pull(v_fake, cfg)
     logs = {
         "loss": float(loss.detach()),
         "cost": float(cost_fake.detach().mean()),
         "v_fake": float(v_fake.detach().mean()),
     }
     return loss, logs
+
+
+def potential_pull(v_fake: Tensor, cfg: UOTConfig | None = None) -> Tensor:
+    """The potential's part of the map loss (scalar): ``-mean v(T(x))``, or the GAN's
+    ``mean softplus(-v(T(x)))`` (``cfg.objective == "gan"``); the expert committee scales its
+    gradients to this one's."""
+    _check_vec(v_fake, "potential_pull", "v_fake")
+    return F.softplus(-v_fake).mean() if cfg is not None and cfg.objective == "gan" else -v_fake.mean()
 
 
 def paired_loss(y_hat: Tensor, y_true: Tensor, l1_weight: float = 1.0, ssim_weight: float = 0.0) -> Tensor:
