@@ -26,9 +26,10 @@ reproduce: setup
 test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -q
 
-# the same settings as the test that checks them: one thread, CPU, the synthetic benchmark
+# the same settings as the test that checks them: one thread, CPU, the synthetic benchmark, no stored
+# runs (a stored run is read back as it was written, so a new column would stay empty)
 results-smoke: setup
-	rm -rf results/smoke/tables results/smoke/figures
+	rm -rf results/smoke/tables results/smoke/figures results/smoke/runs
 	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(VENV)/bin/uotisp reproduce --profile smoke --device cpu
 
 # what a run writes and git ignores (results/smoke/tables and README.md are committed)

@@ -190,7 +190,9 @@ def test_arm_configs_differ_in_exactly_their_factor(tiny_data):
 def test_run_study_rows_resume_and_refuse_another_config(tiny_data, tmp_path):
     arms = ("reference", "unpaired UOT")
     rows, per_image = st.run_study(tiny_data, TINY_STUDY, tmp_path, variants=arms, log=None)
-    assert list(rows.columns[:8]) == ["arch", "variant", "seed", "psnr", "ssim", "de2000", "colour_w", "n_test_images"]
+    assert list(rows.columns[:9]) == ["arch", "variant", "seed", "psnr", "ssim", "de2000", "colour_w", "psnr_no_offset",
+                                      "n_test_images"]
+    assert rows.psnr_no_offset.notna().all() and (rows.psnr_no_offset > rows.psnr).mean() > 0.5  # casts removed
     assert len(rows) == 4 and sorted(rows.seed.unique()) == [0, 1]
     assert (rows.n_test_images == 2).all() and len(per_image) == 8
     ref = rows[rows.variant == "reference"]
