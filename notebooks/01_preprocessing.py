@@ -1,7 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -156,6 +163,15 @@ fig = reporting.image_grid(
     [ref[:, crop, crop], *[o[:, crop, crop] for o in outs.values()]], ["clean reference", *outs], ncols=len(outs) + 1
 )
 reporting.save_figure(fig, run.results_dir, "demosaic_crops");
+
+# %% [markdown]
+# Where each backend errs on that crop: the per-pixel CIEDE2000 against the clean reference, on one
+# colour scale (the title gives each map's mean).
+
+# %%
+fig = plots.de2000_maps({dm: o[:, crop, crop].clamp(0, 1) for dm, o in outs.items()}, ref[:, crop, crop].clamp(0, 1),
+                        ncols=len(outs))
+reporting.save_figure(fig, run.results_dir, "demosaic_de2000");
 
 # %% [markdown]
 # Reading the table: learned demosaicing (DemosaicNet) is the most accurate and by far the slowest on

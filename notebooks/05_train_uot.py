@@ -91,7 +91,10 @@ from IPython.display import Markdown, display
 
 from uotisp_lib import config, plots, reporting, study as uot_study
 from uotisp_lib.data import ensure_dataset
-from uotisp_lib.experiments import has_ground_truth, load_training_data, model_inputs, relaxed_mass, run_uot
+from uotisp_lib.experiments import (
+    has_ground_truth, image_layout, image_stems, load_training_data, model_inputs, relaxed_mass, render_image, run_uot,
+)
+from uotisp_lib.stitching import stitch
 from uotisp_lib.uot import UOTConfig, naive_isp
 
 t_start = time.perf_counter()
@@ -198,6 +201,27 @@ if data.raw_test is not None and data.gt_test is not None:
     reporting.save_figure(fig, run.results_dir, f"uot_colour_histograms_{mode}")
     fig = plots.de2000_maps({"reference": naive[0], f"{mode} UOT": preds[0]}, gt[0], ncols=2)
     reporting.save_figure(fig, run.results_dir, f"uot_de2000_{mode}")
+
+# %% [markdown]
+# ## Whole test images
+# The trained map renders every patch of a test image, and the patches are stitched back on the
+# image's grid (from the benchmark's `meta.json`, else inferred from the seams, notebook 02): the
+# full image beside its reference rendering and its ground truth, with the CIEDE2000 error of the map.
+
+# %%
+if has_ground_truth(data, "test", "the whole test images beside the ground truth"):
+    ids = sorted({s.rsplit("_", 1)[0] for s in data.raw_test.stems})[:2]
+    for k, image_id in enumerate(ids):
+        grid = image_layout(data, data.gt_test, image_id)
+        stems = image_stems(data.raw_test, image_id)
+        whole = render_image(trainer, data.raw_test, image_id, grid)
+        ref_whole = stitch(naive_isp(data.raw_test.select(stems), wb=cfg.uot.reference_wb), *grid)
+        gt_whole = stitch(data.gt_test.select(stems), *grid)
+        fig = plots.image_and_maps([(f"{image_id}: reference", ref_whole, None), (f"{mode} UOT ({arch})", whole, None),
+                                    ("ground truth", gt_whole, None)])
+        reporting.save_figure(fig, run.results_dir, f"uot_whole_{k}_{mode}")
+        fig = plots.de2000_maps({"reference": ref_whole, f"{mode} UOT ({arch})": whole}, gt_whole, ncols=2, size=3.6)
+        reporting.save_figure(fig, run.results_dir, f"uot_whole_de2000_{k}_{mode}")
 
 # %% [markdown]
 # ## Where the relaxed marginal puts its mass

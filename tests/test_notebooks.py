@@ -20,7 +20,7 @@ EXPECTED: dict[str, dict] = {
     "00_data": {"tables": ["data_summary"], "figures": ["raw_channels", "camera_model", "target_look", "outliers"]},
     "01_preprocessing": {
         "tables": ["preprocessing_quality"],
-        "figures": ["preprocessing_stages", "preprocessing_tradeoff", "demosaic_crops"],
+        "figures": ["preprocessing_stages", "preprocessing_tradeoff", "demosaic_crops", "demosaic_de2000"],
     },
     "02_stitching": {
         "tables": ["stitching_benchmark", "stitching_accuracy"],
@@ -38,7 +38,7 @@ EXPECTED: dict[str, dict] = {
         "tables": ["uot_cost_check", "uot_run_unpaired_tinyraw", "uot_study", "uot_study_summary", "uot_verdict",
                    "uot_target_mass_unpaired"],
         "figures": ["uot_curves_unpaired", "uot_samples_unpaired", "uot_study", "uot_colour_histograms_unpaired",
-                    "uot_de2000_unpaired", "uot_target_weights_unpaired"],
+                    "uot_de2000_unpaired", "uot_target_weights_unpaired", "uot_whole_0_unpaired", "uot_whole_de2000_0_unpaired"],
     },
     "06_ablations": {
         "tables": ["ablation_runs", "ablation_summary", "ablation_outliers"],
@@ -49,7 +49,8 @@ EXPECTED: dict[str, dict] = {
 #: further runs of a notebook with other parameters: (notebook, parameters, tables, figures)
 EXTRA_RUNS = [
     ("05_train_uot", {"mode": "paired", "compare": False}, ["uot_run_paired_tinyraw", "uot_target_mass_paired"],
-     ["uot_curves_paired", "uot_samples_paired", "uot_colour_histograms_paired", "uot_de2000_paired", "uot_target_weights_paired"]),
+     ["uot_curves_paired", "uot_samples_paired", "uot_colour_histograms_paired", "uot_de2000_paired", "uot_target_weights_paired",
+      "uot_whole_0_paired", "uot_whole_de2000_0_paired"]),
 ]
 
 
