@@ -205,6 +205,10 @@ def test_detection_and_layout_errors(tmp_path):
         layout.paired("train")
     with pytest.raises(ValueError, match=r"patch 0: expected a positive integer"):
         scan_dataset(tmp_path / "flat", patch=0)
+    from uotisp_lib.cli import train as train_cli
+    from uotisp_lib.data import layouts
+
+    assert train_cli.DNG_PATCH == layouts.DNG_PATCH == 256  # the CLI's copy (kept for a fast --help)
 
 
 # ------------------------------------------------------------------------------------- command line
