@@ -16,7 +16,7 @@ import torch
 
 from uotisp_lib import metrics
 from uotisp_lib.data.datasets import PatchSet, load_raw_patches, load_srgb_patches
-from uotisp_lib.data.layouts import scan_dataset
+from uotisp_lib.data.layouts import DNG_PATCH, scan_dataset
 from uotisp_lib.models import count_parameters
 from uotisp_lib.preprocessing import PreprocessConfig
 
@@ -54,13 +54,15 @@ class TrainingData:
         return dataclasses.replace(self, targets=self.targets.subset(keep))
 
 
-def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int = 0) -> TrainingData:
-    """Read a benchmark (UP-ISP, or Zurich RAW-to-RGB: the layout is detected, :func:`scan_dataset`);
-    hold out ``proxy_fraction`` of the target *images* (all their patches, chosen with ``seed``) for
-    the proxy. Splits without files become None."""
+def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int = 0,
+                       patch: int = DNG_PATCH) -> TrainingData:
+    """Read a benchmark (UP-ISP, Zurich RAW-to-RGB, or a folder of DNGs cut into ``patch`` x ``patch``
+    packed patches: the layout is detected, :func:`scan_dataset`); hold out ``proxy_fraction`` of
+    the target *images* (all their patches, chosen with ``seed``) for the proxy. Splits without
+    files become None."""
     from uotisp_lib.data.synth import read_meta
 
-    layout = scan_dataset(root)
+    layout = scan_dataset(root, patch=patch)
     jpegs = load_srgb_patches(layout, "train", "jpegs")
     groups = layout.images("train", "jpegs")
     images = sorted(groups)

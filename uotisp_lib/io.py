@@ -518,6 +518,8 @@ class DngRaw:
     ``G = 1`` (``None`` if absent). ``rgb_xyz_matrix``: 3x3 XYZ -> camera matrix (``None`` when LibRaw
     leaves it empty, which it does for DNG files: LibRaw issue #751). ``cam_to_srgb``: LibRaw's 3x3
     camera -> linear sRGB matrix (rows sum to 1; identity when the file carries no colour matrix).
+    ``mosaic_shape``: ``(H, W)`` of the visible Bayer mosaic before the crop and packing (the size a
+    full-resolution rendering of the file has).
     """
 
     path: Path
@@ -530,6 +532,7 @@ class DngRaw:
     camera_wb: tuple[float, float, float] | None
     rgb_xyz_matrix: np.ndarray | None
     cam_to_srgb: np.ndarray | None
+    mosaic_shape: tuple[int, int] = (0, 0)
 
 
 def _site_letters(colors: np.ndarray, desc: str) -> str:
@@ -590,6 +593,7 @@ def read_dng(path: str | os.PathLike) -> DngRaw:
         camera_wb=camera_wb,
         rgb_xyz_matrix=xyz_cam if np.any(xyz_cam) else None,
         cam_to_srgb=rgb_cam if np.any(rgb_cam) else None,
+        mosaic_shape=(int(mosaic.shape[0]), int(mosaic.shape[1])),
     )
 
 
@@ -599,6 +603,20 @@ def dng_to_packed10(dng: DngRaw) -> np.ndarray:
     Per channel ``c``: ``round(clip((x - black_c) / (white - black_c), 0, 1) * 1023)``, so black maps to
     0 and white to 1023 (the UP-ISP patches use black 0, white 1023).
     """
+    return np.rint(_dng_unit64(dng) * RAW_MAX).astype(np.uint16)
+
+
+def dng_to_unit(dng: DngRaw) -> np.ndarray:
+    """Normalise a :class:`DngRaw` with its own levels -> ``float32`` ``HxWx4`` ``[R, Gr, Gb, B]`` in [0, 1].
+
+    Per channel ``c``: ``clip((x - black_c) / (white - black_c), 0, 1)``, without the 10-bit rounding
+    of :func:`dng_to_packed10` (a 12- or 14-bit file keeps its precision).
+    """
+    return _dng_unit64(dng).astype(np.float32)
+
+
+def _dng_unit64(dng: DngRaw) -> np.ndarray:
+    """``clip((x - black_c) / (white - black_c), 0, 1)`` in float64; white must exceed every black."""
     black = np.asarray(dng.black_level, dtype=np.float64)
     span = float(dng.white_level) - black
     if np.any(span <= 0):
@@ -606,7 +624,7 @@ def dng_to_packed10(dng: DngRaw) -> np.ndarray:
             f"{dng.path}: white level {dng.white_level} must exceed the black levels {dng.black_level}"
         )
     x = (dng.packed.astype(np.float64) - black) / span
-    return np.rint(np.clip(x, 0.0, 1.0) * RAW_MAX).astype(np.uint16)
+    return np.clip(x, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ Each RAW patch of ``<data>/<split>/raws`` is rendered; PSNR, SSIM and CIEDE2000 
 Without ground truth the metrics cannot be computed: it says so in one line and reports the
 ground-truth-free proxy instead (the colour-statistics distance of the renderings to the target
 JPEGs ``train/jpegs``, :func:`uotisp_lib.train.colour_distance`; lower is better).
+
+A folder of DNGs (:mod:`uotisp_lib.data.dng_folder`) is cut into ``--patch`` patches on the fly;
+its images are the DNGs and the ground truth their renderings ``<name>.jpg`` (one row per DNG).
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score an exported ISP on a split (PSNR, SSIM, dE2000 per image)",
                        description=__doc__.split("\n\n", 1)[1])
     p.add_argument("--checkpoint", required=True, help="an exported ISP folder (a run's export/ or best/)")
-    p.add_argument("--data", required=True, help="UP-ISP folder with <split>/raws (and <split>/gt for the metrics)")
+    p.add_argument("--data", required=True,
+                   help="UP-ISP folder with <split>/raws (and <split>/gt for the metrics), a Zurich RAW-to-RGB folder, "
+                        "or a folder of DNGs ([<split>/]<name>.dng, with <name>.jpg renderings for the metrics)")
+    p.add_argument("--patch", type=int, default=None,
+                   help="DNG folders only: packed pixels a side of the patches cut from each DNG (default 256)")
     p.add_argument("--split", default="test", help="split to score: train, val, dev or test (default test)")
     p.add_argument("--out", default=None, metavar="METRICS.csv", help="write one row per image here (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -32,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _check_args(args: argparse.Namespace):
     """Options, data and output checked before rendering -> ``(layout, has_gt, out)``."""
     from uotisp_lib.cli.common import at_least
+    from uotisp_lib.cli.train import check_patch
     from uotisp_lib.data.layouts import UPISP_SPLITS, scan_dataset
     from uotisp_lib.io import check_output_path
 
@@ -48,7 +56,10 @@ def _check_args(args: argparse.Namespace):
     root = Path(args.data)
     if not root.is_dir():
         raise ValueError(f"--data {root}: {'is not a folder' if root.exists() else 'does not exist'}; expected a UP-ISP folder")
-    layout = scan_dataset(root)  # UP-ISP, or a Zurich RAW-to-RGB folder (detected)
+    if args.patch is not None:
+        at_least(args.patch, 1, "--patch")
+    layout = scan_dataset(root, **({"patch": args.patch} if args.patch else {}))  # UP-ISP, Zurich or DNG (detected)
+    check_patch(args.patch, layout)
     if not layout.files.get(args.split, {}).get("raws"):
         raise ValueError(f"--data {root}: no {args.split}/raws; splits with RAW patches: "
                          f"{', '.join(s for s in layout.splits if 'raws' in layout.files[s]) or 'none'}")

@@ -1,5 +1,9 @@
 """``uotisp train``: train an ISP on a UP-ISP folder with the UOT or the pseudo-pair trainer.
 
+``--data`` is a UP-ISP folder, a Zurich RAW-to-RGB folder or a folder of DNG files (with their
+renderings ``<name>.jpg`` for paired training), cut into ``--patch`` patches on the fly
+(:mod:`uotisp_lib.data.dng_folder`); the layout is detected.
+
 The run folder ``--out`` holds ``ckpt/`` (checkpoints, one per epoch), ``export/`` (the latest map,
 for ``uotisp infer`` / ``eval``), ``best/`` (the map of the best epoch: highest validation PSNR when
 the data has val/gt, else lowest ground-truth-free proxy) and ``history.csv`` (one row per epoch).
@@ -28,6 +32,7 @@ TRAINERS = ("uot", "pseudo-pairs")
 AMP_MODES = ("off", "bf16", "fp16")  # uotisp_lib.train.AMP_MODES (not imported: keeps --help fast)
 MODES = ("unpaired", "paired")
 PROFILES = ("smoke", "cpu", "full")  # uotisp_lib.config.PROFILES (not imported: keeps --help fast)
+DNG_PATCH = 256  # uotisp_lib.data.layouts.DNG_PATCH (not imported: keeps --help fast)
 
 EXAMPLES = """examples:
   uotisp train --data DATA --out runs/uot --profile cpu
@@ -51,7 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(default: the profile's)")
     p.add_argument("--data", default="",
                    help="UP-ISP folder: train/raws/*.npy, train/jpegs/*.jpg (+ train/gt for paired, val/ and test/ "
-                        "optional); default: the profile's synthetic benchmark, built on first use")
+                        "optional), a Zurich RAW-to-RGB folder, or a folder of DNGs ([train/]<name>.dng, + <name>.jpg "
+                        "renderings); default: the profile's synthetic benchmark, built on first use")
+    p.add_argument("--patch", type=int, default=None,
+                   help=f"DNG folders only: packed pixels a side of the patches cut from each DNG (default {DNG_PATCH})")
     p.add_argument("--out", required=True, help="run folder (ckpt/, export/, best/, history.csv)")
     p.add_argument("--profile", choices=PROFILES, default="smoke", help="default sizes and hyper-parameters (default smoke)")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
@@ -112,20 +120,43 @@ def check_arch(cfg) -> str:
     return model.input_kind
 
 
-def check_data(root: Path, need_gt: bool) -> None:
+def check_data(root: Path, need_gt: bool, patch: int | None = None):
     """One line naming --data unless ``root`` holds train/raws and train/jpegs (and train/gt): a
-    UP-ISP folder, or a Zurich RAW-to-RGB folder (detected; its canon JPEGs are both)."""
+    UP-ISP folder, a Zurich RAW-to-RGB folder (detected; its canon JPEGs are both), or a DNG folder
+    (detected; its DNGs are the raws, their renderings the gt and, without a jpegs/ folder, the
+    targets). ``patch`` (--patch) is refused for the other layouts. Returns the layout (files listed,
+    none read)."""
     from uotisp_lib.data.layouts import scan_dataset
 
     if not root.is_dir():
         raise ValueError(f"--data {root}: {'is not a folder' if root.exists() else 'does not exist'}; expected a UP-ISP folder")
     layout = scan_dataset(root)
+    check_patch(patch, layout)
     kinds = ("raws", "jpegs", "gt") if need_gt else ("raws", "jpegs")
     for kind in kinds:
         if not layout.files.get("train", {}).get(kind):
             why = " (--mode paired needs the ground truth)" if kind == "gt" else ""
+            if layout.format == "dng":
+                what = {"raws": "DNG files", "jpegs": "targets", "gt": "renderings"}[kind]
+                raise ValueError(f"--data {root}: no train {what}{why}; expected [train/]<name>.dng with its rendering "
+                                 "<name>.jpg|.jpeg|.png beside it" + ("" if need_gt else ", or targets in [train/]jpegs/"))
             raise ValueError(f"--data {root}: no train/{kind}{why}; expected train/raws/*.npy, train/jpegs/*.jpg"
                              + (", train/gt/*.png" if need_gt else ""))
+    if need_gt and layout.format == "dng":
+        layout.check_rendered("train")  # every DNG needs its rendering (listed, not read)
+    return layout
+
+
+def check_patch(patch: int | None, layout) -> None:
+    """--patch: at least 1, and for DNG folders only (one line naming it otherwise)."""
+    from uotisp_lib.cli.common import at_least
+
+    if patch is None:
+        return
+    at_least(patch, 1, "--patch")
+    if layout.format != "dng":
+        raise ValueError(f"--patch {patch}: applies to DNG folders only; {layout.root} is a {layout.format} folder "
+                         "of fixed patches")
 
 
 def check_out(out: Path, fresh: bool) -> None:
@@ -256,7 +287,12 @@ def _run(args: argparse.Namespace, dev: str) -> int:
     if args.trainer == "pseudo-pairs" and not paired:
         check_pairs(args.pairs)
     if args.data:
-        check_data(Path(args.data), paired)
+        layout = check_data(Path(args.data), paired, args.patch)
+        if layout.format == "dng" and args.trainer == "pseudo-pairs" and not paired and args.pairs != "random":
+            raise ValueError(f"--pairs {args.pairs}: pair graphs are not built on DNG folders; expected --pairs random "
+                             "or --mode paired (or --trainer uot)")
+    elif args.patch is not None:
+        raise ValueError(f"--patch {args.patch}: applies to DNG folders only; expected --data DNG_FOLDER")
     world = distributed.world_size()
     if cfg.batch_size < world:
         raise ValueError(f"--set batch_size={cfg.batch_size}: the global batch is split over {world} processes; "
@@ -274,7 +310,8 @@ def _run(args: argparse.Namespace, dev: str) -> int:
         root = _data_root(args, profile, cfg.seed, dev)
     from uotisp_lib.experiments import load_training_data, run_pseudo_pair, run_uot
 
-    data = load_training_data(root, proxy_fraction=profile.train.proxy_fraction, seed=cfg.seed)
+    data = load_training_data(root, proxy_fraction=profile.train.proxy_fraction, seed=cfg.seed,
+                              patch=args.patch or DNG_PATCH)
     procs = f", {world} processes" if world > 1 else ""
     say(f"train {args.trainer} ({'paired' if paired else 'unpaired'}, {cfg.arch}) on {root}: {len(data.raw_train)} RAW "
         f"patches, {len(data.targets)} target patches; config hash {config_hash(cfg)}{procs} -> {out}")

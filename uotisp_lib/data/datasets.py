@@ -55,7 +55,10 @@ class PatchSet:
 
 
 def load_raw_patches(layout: UpIspLayout, split: str, *, black: float = 0.0, white: float = float(uio.RAW_MAX)) -> PatchSet:
-    """The packed RAW patches of ``split`` as ``[N,4,h,w]`` in [0,1] (``(x - black) / (white - black)``)."""
+    """The packed RAW patches of ``split`` as ``[N,4,h,w]`` in [0,1] (``(x - black) / (white - black)``).
+    A DNG folder's patches are normalised with each file's own levels (``black`` / ``white`` unused)."""
+    if layout.format == "dng":
+        return layout.patch_set(split, "raws")
     paths = layout.paths(split, "raws")
     if not paths:
         raise FileNotFoundError(f"{layout.root / split / 'raws'}: no RAW patches")
@@ -66,6 +69,8 @@ def load_raw_patches(layout: UpIspLayout, split: str, *, black: float = 0.0, whi
 
 def load_srgb_patches(layout: UpIspLayout, split: str, kind: str = "jpegs") -> PatchSet:
     """The sRGB patches (``jpegs`` targets or ``gt`` ground truth) of ``split`` as ``[N,3,H,W]`` in [0,1]."""
+    if layout.format == "dng":
+        return layout.patch_set(split, kind)
     paths = layout.paths(split, kind)
     if not paths:
         raise FileNotFoundError(f"{layout.root / split / kind}: no {kind} images")

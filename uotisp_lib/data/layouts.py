@@ -17,6 +17,9 @@ Learning Model", CVPRW 2020, PyNET) -- paired Huawei P20 RAW / Canon 5D Mark IV 
     <root>/train/canon/<i>.jpg            448x448 sRGB target
     <root>/test/huawei_raw, <root>/test/canon
 
+A folder of DNG files (optionally with split sub-folders and each DNG's rendering beside it) is
+read too, cut into packed patches on the fly: :mod:`uotisp_lib.data.dng_folder`.
+
 Errors are one line, name the folder or file and say what was expected. Scanning only lists files;
 reading them is :mod:`uotisp_lib.io`'s job.
 """
@@ -41,6 +44,8 @@ UPISP_EXPECTED = (
     "expected <root>/<split>/raws/<img>_<idx>.npy for split in train, val, dev, test "
     "(optional <split>/jpegs/<img>_<idx>.jpg and <split>/gt/<img>_<idx>.png)"
 )
+#: Default side, in packed pixels, of the patches cut from each file of a DNG folder (the UP-ISP size).
+DNG_PATCH = 256
 ZURICH_SPLITS: tuple[str, ...] = ("train", "test")
 ZURICH_EXPECTED = "expected <root>/train|test/huawei_raw/<i>.png paired with <root>/train|test/canon/<i>.jpg"
 
@@ -187,8 +192,9 @@ class UpIspLayout:
     """Files of a UP-ISP style dataset: ``files[split][kind][stem] -> path`` (kinds raws/jpegs/gt).
 
     Only splits with at least one file appear; stems are in natural order. ``format`` is
-    ``"upisp"`` (RAW patches ``<img>_<idx>.npy``) or ``"zurich"`` (:func:`zurich_view`: each file a
-    whole image, RAW as 16-bit Bayer PNG).
+    ``"upisp"`` (RAW patches ``<img>_<idx>.npy``), ``"zurich"`` (:func:`zurich_view`: each file a
+    whole image, RAW as 16-bit Bayer PNG) or ``"dng"`` (the subclass
+    :class:`uotisp_lib.data.dng_folder.DngFolderLayout`: each file cut into patches when read).
     """
 
     root: Path
@@ -406,11 +412,18 @@ def zurich_view(z: ZurichLayout) -> UpIspLayout:
     return UpIspLayout(root=z.root, files=files, format="zurich")
 
 
-def scan_dataset(root: str | os.PathLike) -> UpIspLayout:
+def scan_dataset(root: str | os.PathLike, *, patch: int = DNG_PATCH) -> UpIspLayout:
     """List a dataset folder, detecting its layout: Zurich RAW-to-RGB when ``<root>/train`` or
-    ``<root>/test`` holds ``huawei_raw`` (:func:`scan_zurich`, seen through :func:`zurich_view`),
-    else UP-ISP (:func:`scan_upisp`). Errors are those of the detected layout's scanner."""
+    ``<root>/test`` holds ``huawei_raw`` (:func:`scan_zurich`, seen through :func:`zurich_view`);
+    a DNG folder when ``<root>`` or one of its split folders holds ``.dng`` files
+    (:func:`uotisp_lib.data.dng_folder.scan_dng_folder`, cut into ``patch`` x ``patch`` packed
+    patches; ``patch`` is used by that layout only); else UP-ISP (:func:`scan_upisp`). Errors are
+    those of the detected layout's scanner."""
+    from uotisp_lib.data.dng_folder import has_dng, scan_dng_folder
+
     root = Path(root)
     if any((root / s / "huawei_raw").is_dir() for s in ZURICH_SPLITS):
         return zurich_view(scan_zurich(root))
+    if has_dng(root) or any(has_dng(root / s) for s in UPISP_SPLITS):
+        return scan_dng_folder(root, patch)
     return scan_upisp(root)

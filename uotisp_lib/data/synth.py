@@ -417,7 +417,8 @@ def ensure_dataset(run: RunConfig, synth: SynthConfig | None = None, name: str =
     Synthetic: if ``run.data_root`` lacks a complete meta.json for this profile's config and seed,
     build it (a stale benchmark of ours is replaced). ``synth`` builds another config instead, in a
     sibling cache folder ``<profile>-<name>-seed<seed>`` (notebook 05's study benchmark). Real
-    data: the folder must exist and hold a ``train/`` or ``test/`` split, else a clear error naming it.
+    data: the folder must exist and hold a ``train/`` or ``test/`` split (or ``.dng`` files), else a
+    clear error naming it.
     """
     root = Path(run.data_root).expanduser()
     if run.synthetic:
@@ -435,10 +436,12 @@ def ensure_dataset(run: RunConfig, synth: SynthConfig | None = None, name: str =
             raise
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data folder not found; expected a dataset folder with train/ or test/")
-    if not any((root / s).is_dir() for s in ("train", "test")):
+    from uotisp_lib.data.dng_folder import has_dng
+
+    if not any((root / s).is_dir() for s in ("train", "test")) and not has_dng(root):
         raise ValueError(
-            f"{root}: no train/ or test/ split; expected <root>/train/raws/*.npy (UP-ISP layout) "
-            "or <root>/train|test/huawei_raw (Zurich layout)"
+            f"{root}: no train/ or test/ split; expected <root>/train/raws/*.npy (UP-ISP layout), "
+            "<root>/train|test/huawei_raw (Zurich layout) or <root>/*.dng (DNG folder)"
         )
     return root
 
