@@ -5,6 +5,7 @@ sizes, and ``uotisp train`` / ``uotisp eval`` end to end. DNGs are written here 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +247,14 @@ def test_train_paired_then_eval_on_a_dng_folder(dng_data, tmp_path, capsys):
     with open(out / "history.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1, 2] and all(0 < float(r["proxy"]) < 10 for r in rows)
+    assert json.loads((out / "data.json").read_text()) == {"data": str(root.resolve()), "patch": 16}
+    # a resume on differently cut patches is refused in one line, and the run is left as it was
+    before = sorted(p.name for p in (out / "ckpt").iterdir())
+    assert main([a if a != "16" else "8" for a in argv]) == 2  # --patch 8
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"uotisp train: error: --patch 8: the run in {out} was trained on --patch 16; use the same, "
+                   "or --fresh to move the run aside, or another --out"]
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == before
     assert main(["eval", "--checkpoint", str(out / "best"), "--data", str(root), "--patch", "16",
                  "--out", str(csv_path)]) == 0
     with open(csv_path, newline="") as fh:

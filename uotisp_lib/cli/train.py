@@ -24,6 +24,7 @@ resumes from the last checkpoint. ``--amp bf16|fp16`` trains in mixed precision 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -165,9 +166,35 @@ def check_out(out: Path, fresh: bool) -> None:
     from uotisp_lib.io import check_output_path
 
     check_output_path(out, "--out")
-    if out.is_dir() and not is_empty_dir(out) and not fresh and not (out / "ckpt").is_dir():
+    is_run = (out / "ckpt").is_dir() or (out / "data.json").is_file()  # data.json: started, no checkpoint yet
+    if out.is_dir() and not is_empty_dir(out) and not fresh and not is_run:
         raise ValueError(f"--out {out}: folder is not empty and holds no run (no ckpt/); expected a new folder, "
                          "an empty one, or a run folder to resume (or --fresh to move it aside)")
+
+
+def check_same_data(out: Path, record: dict) -> None:
+    """A run resumes only on the data it started on: ``<out>/data.json`` (:func:`record_data`) holds
+    the data folder and (DNG folders) the patch size of the first start; a resume with another one
+    is one line naming --data / --patch (the config hash does not cover them)."""
+    path = out / "data.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    for key, flag in (("data", "--data"), ("patch", "--patch")):
+        if saved.get(key) != record.get(key):
+            raise ValueError(f"{flag} {record.get(key)}: the run in {out} was trained on {flag} {saved.get(key)}; "
+                             "use the same, or --fresh to move the run aside, or another --out")
+
+
+def record_data(out: Path, record: dict) -> None:
+    """Write ``<out>/data.json`` once the data has been read (rank 0; kept when it exists)."""
+    from uotisp_lib import distributed
+    from uotisp_lib.io import atomic_write_text
+
+    path = out / "data.json"
+    if distributed.is_main() and not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def move_aside(out: Path) -> Path | None:
@@ -310,8 +337,12 @@ def _run(args: argparse.Namespace, dev: str) -> int:
         root = _data_root(args, profile, cfg.seed, dev)
     from uotisp_lib.experiments import load_training_data, run_pseudo_pair, run_uot
 
+    dng = args.data and layout.format == "dng"
+    where = {"data": str(Path(root).resolve()), "patch": (args.patch or DNG_PATCH) if dng else None}
+    check_same_data(out, where)
     data = load_training_data(root, proxy_fraction=profile.train.proxy_fraction, seed=cfg.seed,
                               patch=args.patch or DNG_PATCH)
+    record_data(out, where)
     procs = f", {world} processes" if world > 1 else ""
     say(f"train {args.trainer} ({'paired' if paired else 'unpaired'}, {cfg.arch}) on {root}: {len(data.raw_train)} RAW "
         f"patches, {len(data.targets)} target patches; config hash {config_hash(cfg)}{procs} -> {out}")
