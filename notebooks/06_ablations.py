@@ -137,7 +137,9 @@ if ready:
         tr = run.profile.train
         note += (f" The pairing group trains notebook 04's pseudo-pair {ablations.PAIRING_ARCH} instead "
                  f"({tr.stage1_epochs} + {tr.stage2_epochs} epochs; pair graphs with k = {run.profile.match.k_images} "
-                 f"images, {run.profile.match.k_patches} patches).")
+                 f"images, {run.profile.match.k_patches} patches; heads: {', '.join(ablate.pairing_heads)}"
+                 + ("" if len(ablate.pairing_heads) == len(ablations.HEADS) else ", the other heads in the full profile")
+                 + ").")
     reporting.write_table(rows, run.results_dir, "ablation_runs", metadata=meta, markdown=False)
     reporting.write_table(per_image, run.results_dir, "ablation_per_image", metadata=meta, markdown=False)
     cols = ["group", "arm", "n_seeds", "psnr", "psnr_se", "de2000", "colour_w", "vs", "d_psnr", "d_psnr_se", "d_colour_w"]

@@ -282,3 +282,13 @@ def test_run_ablations_pairing_arms_two_seeds(tiny_data, tmp_path, monkeypatch):
     again, _ = ab.run_ablations(tiny_data, STUDY, ablate, tmp_path, **kw)
     pd.testing.assert_frame_equal(rows, again)
     assert [p.stat().st_mtime_ns for p in stored] == mtimes
+
+
+def test_pairing_heads_select_the_heads_and_keep_the_baseline():
+    keys = [a.key for a in ab.ablation_arms(STUDY, AblationStudy(groups=("pairing",), pairing_heads=("1x1",)))]
+    assert keys == ["pairing/random, 1x1", "pairing/kNN, 1x1", "pairing/OT, 1x1", "pairing/FGW, 1x1"]
+    assert len(ab.ablation_arms(STUDY, AblationStudy(groups=("pairing",)))) == 8
+    with pytest.raises(ValueError, match="pairing_heads must name heads of \\['1x1', '3D LUT'\\] including the baseline's '1x1'"):
+        ab.ablation_arms(STUDY, AblationStudy(groups=("pairing",), pairing_heads=("3D LUT",)))
+    with pytest.raises(ValueError, match="got \\['1x1', 'lut'\\]"):
+        ab.ablation_arms(STUDY, AblationStudy(groups=("pairing",), pairing_heads=("1x1", "lut")))

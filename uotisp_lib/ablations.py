@@ -14,7 +14,7 @@ are comparable with notebook 05's. Groups (:data:`GROUPS`):
   balanced against semi-relaxed: the robustness claim as a curve;
 - ``pairing``: notebook 04's pseudo-pair colornet (Borelli's two-stage trainer) with pairs drawn
   at random, from the kNN, OT or FGW pair graph (:func:`pairing_graph`, built once per method from
-  the training targets only), with the 1x1 or the 3D-LUT head; baseline: random pairs, 1x1 head
+  the training targets only), with the 1x1 or the 3D-LUT head (``AblationStudy.pairing_heads``); baseline: random pairs, 1x1 head
   (the floor every graph must beat). Not in the cpu profile's groups (it trains another model
   family; smoke runs FGW vs random); select it with ``groups``;
 - ``bias``: the OT-SR bias claim (Gazdieva et al., arXiv 2202.01116): the OT map against a
@@ -119,7 +119,13 @@ def ablation_arms(study: UOTStudy, ablate: AblationStudy) -> list[AblationArm]:
             arms.append(AblationArm("outliers", f"semi, {100 * f:g}% outliers", outliers=f, baseline=bal))
     if "pairing" in ablate.groups:
         g, base = "pairing", f"{PAIRINGS[0][0]}, {HEADS[0][0]}"
+        bad = [h for h in ablate.pairing_heads if h not in dict(HEADS)]
+        if bad or HEADS[0][0] not in ablate.pairing_heads:
+            raise ValueError(f"ablation_arms: pairing_heads must name heads of {[h for h, _ in HEADS]} including the "
+                             f"baseline's {HEADS[0][0]!r}, got {list(ablate.pairing_heads)}")
         for head_label, head in HEADS:
+            if head_label not in ablate.pairing_heads:
+                continue
             for label, method in PAIRINGS:
                 name = f"{label}, {head_label}"
                 arms.append(AblationArm(g, name, cfg=(("arch_kwargs", (("head", head),)),), pairing=method,

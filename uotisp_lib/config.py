@@ -163,6 +163,7 @@ class AblationStudy:
     outlier_fractions: tuple[float, ...] = (0.0, 0.1, 0.25, 0.4)
     colour_ot: float = 0.3  # weight of the committee group's colour sliced-Wasserstein arm (0: no such arm)
     bias_taus: tuple[float, ...] = (3.0,)  # the bias group's content weights besides the study's tau
+    pairing_heads: tuple[str, ...] = ("1x1", "3D LUT")  # the pairing group's colornet heads (labels of ablations.HEADS)
     workers: int = 1  # training processes on CPU (one thread each); 1: in this process
     arms: tuple[str, ...] = ()  # only these arms ("group/name", their baselines added); empty: every arm of the groups
 
@@ -238,10 +239,11 @@ _PROFILES: dict[str, Profile] = {
                      arch_seeds=(("unet_isp", 2),), synth=UOT_CPU_SYNTH),
         # colornet (the study's main architecture), 3 seeds, 4 of the study's 10 epochs so that the UOT
         # groups (105 runs) fit in about an hour on 2 cores with 2 single-threaded workers; the pairing
-        # group (notebook 04's pseudo-pair colornet, 24 runs of about 4 min) adds about 50 min
+        # group (notebook 04's pseudo-pair colornet, 4 to 8 min a run) with the 1x1 head only (12 runs,
+        # about 40 min): the 3D-LUT head is the full profile's
         ablate=AblationStudy(arch="colornet", seeds=3, epochs=4, alphas=(0.01, 0.05, 0.2, 1.0), taus=(0.0, 0.3, 1.0, 3.0),
                              outlier_fractions=(0.0, 0.1, 0.25, 0.4), workers=2,
-                             groups=("committee", "psi", "cost", "outliers", "pairing", "bias")),
+                             groups=("committee", "psi", "cost", "outliers", "pairing", "bias"), pairing_heads=("1x1",)),
     ),
     "full": Profile(
         name="full",
