@@ -2,7 +2,8 @@
 
 The run folder ``--out`` holds ``ckpt/`` (checkpoints, one per epoch), ``export/`` (the latest map,
 for ``uotisp infer`` / ``eval``), ``best/`` (the map of the best epoch: highest validation PSNR when
-the data has val/gt, else lowest ground-truth-free proxy) and ``history.csv`` (one row per epoch).
+the data has val/gt, else lowest ground-truth-free proxy), ``history.csv`` (one row per epoch) and
+``tb/`` (the same history as TensorBoard event files: ``tensorboard --logdir OUT/tb``).
 Running the same command again resumes from the newest checkpoint (or reuses a finished run);
 ``--fresh`` moves the old run aside and starts over.
 
@@ -52,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--data", default="",
                    help="UP-ISP folder: train/raws/*.npy, train/jpegs/*.jpg (+ train/gt for paired, val/ and test/ "
                         "optional); default: the profile's synthetic benchmark, built on first use")
-    p.add_argument("--out", required=True, help="run folder (ckpt/, export/, best/, history.csv)")
+    p.add_argument("--out", required=True, help="run folder (ckpt/, export/, best/, history.csv, tb/)")
     p.add_argument("--profile", choices=PROFILES, default="smoke", help="default sizes and hyper-parameters (default smoke)")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
