@@ -148,12 +148,27 @@ def test_match_patches_errors():
         M.match_patches(bad, tgt, im)
 
 
+def _hand_sinkhorn_log(cost, mask_a, mask_b, eps, n_iter=100):
+    """Reference: the hand-written batched log-domain Sinkhorn that match_patches used before
+    ot.solve_batch (issue 11; benchmarks/bench_solve_batch.py times both). Padding is -inf."""
+    dt = cost.dtype
+    neg = torch.tensor(-torch.inf, dtype=dt)
+    log_a = torch.where(mask_a, -torch.log(mask_a.sum(1, keepdim=True).to(dt)), neg)
+    log_b = torch.where(mask_b, -torch.log(mask_b.sum(1, keepdim=True).to(dt)), neg)
+    k = torch.where(mask_a[:, :, None] & mask_b[:, None, :], -cost / eps, neg)
+    f, g = torch.zeros_like(log_a), torch.zeros_like(log_b)
+    for _ in range(n_iter):
+        f = torch.where(mask_a, log_a - torch.logsumexp(k + g[:, None, :], dim=2), neg)
+        g = torch.where(mask_b, log_b - torch.logsumexp(k + f[:, :, None], dim=1), neg)
+    return torch.exp(k + f[:, :, None] + g[:, None, :])
+
+
 def test_batched_sinkhorn_marginals():
     g = torch.Generator().manual_seed(7)
     cost = torch.rand(2, 3, 5, generator=g, dtype=torch.float64)
     ma = torch.tensor([[True, True, True], [True, True, False]])
     mb = torch.tensor([[True] * 5, [True, True, True, False, False]])
-    p = M.batched_sinkhorn_log(cost, ma, mb, eps=0.1, n_iter=500)
+    p = M.solve_batch_sinkhorn(cost, ma, mb, eps=0.1, n_iter=500)
     assert torch.allclose(p[0].sum(1), torch.full((3,), 1 / 3, dtype=p.dtype), atol=1e-8)
     assert torch.allclose(p[0].sum(0), torch.full((5,), 1 / 5, dtype=p.dtype), atol=1e-8)
     assert torch.allclose(p[1, :2].sum(1), torch.full((2,), 1 / 2, dtype=p.dtype), atol=1e-8)
@@ -163,6 +178,42 @@ def test_batched_sinkhorn_marginals():
     ref = ot.sinkhorn(torch.full((3,), 1 / 3, dtype=p.dtype), torch.full((5,), 0.2, dtype=p.dtype), cost[0], 0.1,
                       method="sinkhorn_log", numItermax=2000, stopThr=1e-12)
     assert torch.allclose(p[0], ref, atol=1e-8)
+
+
+def test_solve_batch_agrees_with_the_hand_written_sinkhorn_on_a_padded_batch():
+    # POT's ot.solve_batch (padding as zero weight) and the former hand-written solver (padding -inf)
+    g = torch.Generator().manual_seed(8)
+    cost = torch.rand(3, 4, 6, generator=g, dtype=torch.float64)
+    ma = torch.tensor([[True] * 4, [True, True, True, False], [True, False, False, False]])
+    mb = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True, True, False, False, False, False]])
+    cost[~(ma[:, :, None] & mb[:, None, :])] = 7.0  # whatever the padding holds
+    hand = _hand_sinkhorn_log(cost, ma, mb, eps=0.05, n_iter=300)
+    pot = M.solve_batch_sinkhorn(cost, ma, mb, eps=0.05, n_iter=300)
+    for p in (hand, pot):
+        assert torch.isfinite(p).all() and (p >= 0).all()
+        for gi in range(3):
+            n, m = int(ma[gi].sum()), int(mb[gi].sum())
+            assert p[gi, n:].abs().sum() == 0 and p[gi, :, m:].abs().sum() == 0  # nothing on padding
+            torch.testing.assert_close(p[gi, :n, :m].sum(1), torch.full((n,), 1 / n, dtype=p.dtype), rtol=0, atol=1e-9)
+            torch.testing.assert_close(p[gi, :n, :m].sum(0), torch.full((m,), 1 / m, dtype=p.dtype), rtol=0, atol=1e-12)
+    # known answer: a single source row has nothing to choose, its plan is the target marginal
+    torch.testing.assert_close(pot[2, 0, :2], torch.full((2,), 0.5, dtype=pot.dtype), rtol=0, atol=1e-12)
+    torch.testing.assert_close(pot, hand, rtol=0, atol=1e-10)
+    torch.testing.assert_close((pot * cost).sum((1, 2)), (hand * cost).sum((1, 2)), rtol=0, atol=1e-10)
+
+
+def test_match_patches_with_solve_batch_equals_the_hand_written_solver(monkeypatch):
+    g = torch.Generator().manual_seed(9)
+    src, tgt = _patch_sets(5, 6, 16, "s", g), _patch_sets(4, 9, 16, "t", g)
+    src[1] = (src[1][0][:3], src[1][1][:3])  # uneven images: padded rows ...
+    tgt[2] = (tgt[2][0][:4], tgt[2][1][:4])  # ... and columns
+    im = M.match_images(torch.stack([d.mean(0) for _, d in src]), torch.stack([d.mean(0) for _, d in tgt]), "ot", k=2)
+    pot = M.match_patches(src, tgt, im, k_patch=4)
+    assert len({len(pot[s][0]) for s in pot.sources}) == 1 and len(set(map(str, pot.targets[:, 0]))) > 3
+    monkeypatch.setattr(M, "solve_batch_sinkhorn", _hand_sinkhorn_log)
+    hand = M.match_patches(src, tgt, im, k_patch=4)
+    assert (pot.sources == hand.sources).all() and (pot.targets == hand.targets).all()
+    np.testing.assert_allclose(pot.weights, hand.weights, rtol=0, atol=1e-9)
 
 
 # --- PairGraph ------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ How the trainers use it (:class:`uotisp_lib.train.EpochTrainer`):
   its parameter gradients is the global mean. **Grad-norm balancing** needs the norm of the
   gradient of the *global* loss w.r.t. the whole batch output: the ranks all-reduce the squares of
   their (share-weighted) local norms (:func:`global_norms`), so every rank uses the same scales.
-- **Writing.** Rank 0 alone holds the run lock and writes checkpoints, exports, ``history.csv``
+- **Writing.** Rank 0 alone holds the run lock and writes checkpoints, exports, ``history.csv``, ``tb/``
   and tables; the others wait on a :func:`barrier` at the end.
 """
 

@@ -15,7 +15,9 @@ Every epoch ends with validation metrics (when ground truth exists), a ground-tr
 stopping proxy (also without any ground truth), the export of the best epoch so far (selected on
 the validation PSNR, else on the proxy), an atomic checkpoint (resume continues exactly: weights,
 optimisers, step and every RNG), the history so far as ``history.csv`` and an export of the
-current map (:func:`uotisp_lib.inference.export_isp`).
+current map (:func:`uotisp_lib.inference.export_isp`). The same per-epoch history goes to
+TensorBoard event files in ``run_dir/tb`` (:class:`EventLog`; skipped, said once, without
+tensorboard installed).
 """
 
 from __future__ import annotations
@@ -288,8 +290,6 @@ class EpochTrainer:
 
     def _fit(self, resume: bool, stop_after_epochs: int | None, progress: bool, log: Callable[[str], None] | None) -> list[dict]:
         """:meth:`fit` under the run lock."""
-        from tqdm.auto import tqdm
-
         ckpt_dir = self.run_dir / "ckpt"
         main, ddp = distributed.is_main(), distributed.is_distributed()
         if resume:
@@ -305,6 +305,20 @@ class EpochTrainer:
         if ddp:  # every rank starts from rank 0's tensors; rank-local RNGs from the run seed
             distributed.broadcast_modules(self.state.models.values())
             distributed.seed_rank(int(self.state.extra.get("config", {}).get("seed", 0)), self.state.step)
+        # TensorBoard scalars (rank 0): opened at the first epoch trained here; events a killed run
+        # wrote after its last checkpoint (steps past this one) are purged by TensorBoard
+        events = EventLog(self.run_dir / TB_DIR, self.state.step, log) if main else None
+        try:
+            return self._epochs(stop_after_epochs, progress, ckpt_dir, events)
+        finally:
+            if events is not None:
+                events.close()
+
+    def _epochs(self, stop_after_epochs: int | None, progress: bool, ckpt_dir: Path, events: "EventLog | None") -> list[dict]:
+        """The epoch loop of :meth:`_fit` (``events``: rank 0's TensorBoard log, else None)."""
+        from tqdm.auto import tqdm
+
+        main, ddp = distributed.is_main(), distributed.is_distributed()
         done_here = 0
         stems = list(self.sources.stems)
         while self.state.extra["epoch"] < self.epochs:
@@ -337,6 +351,8 @@ class EpochTrainer:
             bar.set_postfix({**_running(sums, self.steps_per_epoch), **_running(scores, 1)})
             bar.close()
             if main:
+                if events is not None:  # before the checkpoint: a kill in between is purged on resume
+                    events.write(record)
                 save_checkpoint(ckpt_dir, self.state)
                 write_history(self.run_dir / HISTORY, self.state.history)
                 self.export()
@@ -372,6 +388,67 @@ class EpochTrainer:
 
 #: per-epoch history of a run, beside its ``ckpt`` folder
 HISTORY = "history.csv"
+
+#: TensorBoard event files of a run, beside its ``ckpt`` folder
+TB_DIR = "tb"
+
+#: said once per process when tensorboard is missing
+_NO_TENSORBOARD = "tensorboard is not installed: no TensorBoard event files are written (history.csv is)"
+_no_tensorboard_said = False
+
+
+class EventLog:
+    """A run's per-epoch history as TensorBoard scalars in ``log_dir`` (``torch.utils.tensorboard``).
+
+    :meth:`write` adds every numeric value of an epoch's history record (``epoch``, ``step``,
+    ``seconds``, the mean losses, the validation scores) as a scalar tagged by its key, at the
+    record's global ``step``, and flushes. The writer is opened at the first :meth:`write`, with
+    ``purge_step = start_step + 1``: a run resumed at ``start_step`` writes only the epochs it trains
+    into a new event file of the same folder, and TensorBoard hides what an earlier process wrote at
+    later steps (epochs of a killed run that its checkpoint does not hold), so each epoch shows
+    once. Without tensorboard nothing is written and ``log`` (else a warning) is told once per process.
+    """
+
+    def __init__(self, log_dir: str | Path, start_step: int = 0, log: Callable[[str], None] | None = None) -> None:
+        self.log_dir, self.start_step, self.log = Path(log_dir), int(start_step), log
+        self._writer = None
+        self._missing = False
+
+    def _open(self):
+        global _no_tensorboard_said
+        if self._writer is None and not self._missing:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._missing = True
+                if not _no_tensorboard_said:
+                    _no_tensorboard_said = True
+                    if self.log is not None:
+                        self.log(_NO_TENSORBOARD)
+                    else:
+                        import warnings
+
+                        warnings.warn(_NO_TENSORBOARD, RuntimeWarning, stacklevel=2)
+                return None
+            self._writer = SummaryWriter(str(self.log_dir), purge_step=self.start_step + 1)
+        return self._writer
+
+    def write(self, record: dict) -> None:
+        """Add the numeric values of one epoch's ``record`` at its ``step`` and flush."""
+        writer = self._open()
+        if writer is None:
+            return
+        step = int(record["step"])
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.add_scalar(key, value, global_step=step)
+        writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
 
 #: model-selection criteria, in order of preference, and which direction is better: the validation
 #: PSNR when the validation split has ground truth, else the ground-truth-free proxy (a distance)

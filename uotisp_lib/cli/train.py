@@ -6,7 +6,8 @@ renderings ``<name>.jpg`` for paired training), cut into ``--patch`` patches on 
 
 The run folder ``--out`` holds ``ckpt/`` (checkpoints, one per epoch), ``export/`` (the latest map,
 for ``uotisp infer`` / ``eval``), ``best/`` (the map of the best epoch: highest validation PSNR when
-the data has val/gt, else lowest ground-truth-free proxy) and ``history.csv`` (one row per epoch).
+the data has val/gt, else lowest ground-truth-free proxy), ``history.csv`` (one row per epoch) and
+``tb/`` (the same history as TensorBoard event files: ``tensorboard --logdir OUT/tb``).
 Running the same command again resumes from the newest checkpoint (or reuses a finished run);
 ``--fresh`` moves the old run aside and starts over.
 
@@ -61,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "renderings); default: the profile's synthetic benchmark, built on first use")
     p.add_argument("--patch", type=int, default=None,
                    help=f"DNG folders only: packed pixels a side of the patches cut from each DNG (default {DNG_PATCH})")
-    p.add_argument("--out", required=True, help="run folder (ckpt/, export/, best/, history.csv)")
+    p.add_argument("--out", required=True, help="run folder (ckpt/, export/, best/, history.csv, tb/)")
     p.add_argument("--profile", choices=PROFILES, default="smoke", help="default sizes and hyper-parameters (default smoke)")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
