@@ -4,13 +4,17 @@
 #   make test        set up .venv, run the test suite (what .ci/run calls); it regenerates the
 #                    committed smoke tables (results/smoke) and fails when a cell changed
 #   make results-smoke  regenerate results/smoke (tables and index) after an intended change; commit it
+#   make wheelhouse  (connected machine) wheels of every package in .venv but torch/torchvision/CUDA into
+#                    wheelhouse/, for an offline GPU machine; PLATFORM=... PYTHON_VERSION=... for another one
+#   make gpu-check   (GPU machine) install from wheelhouse/ into PYTHON (its torch left as it is), run every
+#                    notebook, AMP and one DDP training on CUDA in under 8 minutes; writes results/gpu_check.md
 PYTHON ?= python3
 PROFILE ?= smoke
 VENV ?= .venv
 CONSTRAINTS ?= constraints-ci.txt
 PY := $(VENV)/bin/python
 
-.PHONY: setup reproduce test results-smoke clean-results
+.PHONY: setup reproduce test results-smoke clean-results wheelhouse gpu-check
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +39,12 @@ results-smoke: setup
 # what a run writes and git ignores (results/smoke/tables and README.md are committed)
 clean-results:
 	rm -rf results/smoke/figures results/*/executed results/*/runs
+
+# pins every package of $(VENV) (no torch, torchvision, CUDA wheels) and the project into wheelhouse/
+wheelhouse:
+	$(PY) benchmarks/wheelhouse.py --venv $(VENV) --out wheelhouse \
+		$(if $(PLATFORM),--platform $(PLATFORM)) $(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION))
+
+# with the machine's own Python and torch (PYTHON=/path/to/python); GPU_CHECK_ARGS=--allow-cpu on a CPU
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py --wheelhouse wheelhouse $(GPU_CHECK_ARGS)
