@@ -251,6 +251,11 @@ def test_entry_point_names_an_installed_plugin_class_or_module(tmp_path, monkeyp
     assert registry.entry_point_names() == ["ep_broken", "ep_gray", "gray_plugin"]
     assert build_isp("ep_gray").input_kind == "packed" and ISP_REGISTRY["ep_gray"].__module__ == "epplug"
     assert type(build_isp("gray_plugin", width=2)).__module__ == "epreg"
+    # an export of the entry point's class is rebuilt through the entry point in a fresh registry
+    export_isp(tmp_path / "isp", build_isp("ep_gray", width=3), "ep_gray", {"width": 3})
+    ISP_REGISTRY.pop("ep_gray")
+    sys.modules.pop("epplug")
+    assert load_isp(tmp_path / "isp").model.body[0].out_channels == 3 and "ep_gray" in ISP_REGISTRY
     with pytest.raises(ValueError, match=r"^ISP 'ep_broken': entry point 'epplug' of group uotisp.isps neither is an ISP "
                                          r"class nor registers 'ep_broken'$"):
         build_isp("ep_broken")

@@ -71,7 +71,7 @@ def resolve_isp(arch: str) -> Callable[..., nn.Module]:
     path) for an import path that cannot be found or is not an ISP."""
     if arch in ISP_REGISTRY:
         return ISP_REGISTRY[arch]
-    if ":" not in arch and _load_entry_point(arch):
+    if ":" not in arch and load_entry_point(arch):
         return ISP_REGISTRY[arch]
     if ":" not in arch:
         raise KeyError(f"build_isp: unknown ISP {arch!r}; expected one of {sorted(ISP_REGISTRY)} or package.module:Class")
@@ -123,7 +123,7 @@ def _entry_points():
         return []
 
 
-def _load_entry_point(name: str) -> bool:
+def load_entry_point(name: str) -> bool:
     """Load the entry point ``name`` of group :data:`ENTRY_POINT_GROUP`, if any: its object is the
     ISP class (registered under ``name`` here unless its module did) or a module that registers it.
     True when ``name`` is registered afterwards."""
