@@ -1,7 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -29,7 +36,8 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
-data_root = ""  # empty: the synthetic benchmark of the profile; else a UP-ISP or Zurich RAW-to-RGB folder
+data_root = ""  # empty: the synthetic benchmark of the profile; else a UP-ISP, Zurich RAW-to-RGB or DNG folder
+patch = 0  # DNG folders only: packed pixels a side of the patches cut from each DNG; 0: 256
 device = "auto"
 seed = 0
 results_dir = ""  # empty: results/<profile>
@@ -43,21 +51,25 @@ from IPython.display import Markdown
 
 from uotisp_lib import config, plots, reporting
 from uotisp_lib.data import camera, ensure_dataset, sources
-from uotisp_lib.data.layouts import scan_dataset
+from uotisp_lib.data.layouts import DNG_PATCH, scan_dataset
 from uotisp_lib.data.synth import read_meta
 from uotisp_lib.preprocessing import PreprocessConfig, Preprocessor
 from uotisp_lib.stitching import infer_grid, stitch
 
 run = config.start_run(profile, data_root, device, seed, results_dir)
 root = ensure_dataset(run)
-layout = scan_dataset(root)  # UP-ISP or Zurich RAW-to-RGB, detected from the folder
+layout = scan_dataset(root, patch=patch or DNG_PATCH)  # UP-ISP, Zurich RAW-to-RGB or DNG folder, detected
 meta = read_meta(root) if run.synthetic else None
-print(f"profile={run.profile.name} device={run.device} data={root} synthetic={run.synthetic}")
+print(f"profile={run.profile.name} device={run.device} data={root} ({layout.format}) synthetic={run.synthetic}"
+      + (f" patch={layout.patch}" if layout.format == "dng" else ""))
 
 # %% [markdown]
 # ## What is there
 # One row per split: full images (groups of `<img>_<idx>` stems) and patches per kind, and the range
-# of RAW values (10-bit: 0..1023).
+# of RAW values (10-bit: 0..1023). A DNG folder is cut into `patch` x `patch` packed patches as it is
+# read (each DNG normalised with its own black and white levels, shown here in 10-bit units); its
+# images are the DNGs, and their renderings `<name>.jpg` are the ground truth (and, without a
+# `jpegs/` folder, the targets).
 
 # %%
 summary = pd.DataFrame(layout.summary())
@@ -75,7 +87,8 @@ Markdown(reporting.discuss_data_summary(summary))
 # ## One RAW image, channel by channel
 # A RAW patch is `h x w x 4`, the RGGB Bayer mosaic packed as `[R, Gr, Gb, B]` at half resolution.
 # The patches of one image are stitched back in row-major order; the grid comes from `meta.json`
-# on the synthetic benchmark, else from the seam-consistency score (notebook 02).
+# on the synthetic benchmark, from the DNG's size on a DNG folder (its patches are cut row-major),
+# else from the seam-consistency score (notebook 02).
 
 # %%
 def full_image(split: str, kind: str, image_id: str) -> torch.Tensor:
@@ -86,6 +99,8 @@ def full_image(split: str, kind: str, image_id: str) -> torch.Tensor:
         t = t / 255.0
     if meta is not None:
         rows, cols = next(m["layout"] for m in meta["images"] if m["id"] == image_id)
+    elif layout.format == "dng":
+        rows, cols = layout.grid(split, image_id, kind)
     else:
         g = infer_grid(t, kind="raw" if kind == "raws" else "rgb")
         rows, cols = g.rows, g.cols
@@ -161,18 +176,21 @@ fig = reporting.image_grid([srgb[0], *renders], ["scene (plain sRGB)", *[l.name 
 reporting.save_figure(fig, run.results_dir, "target_look");
 
 # %%
-jpeg_ids = list(layout.images("train", "jpegs"))
+jpeg_ids = list(layout.images("train", "jpegs")) if layout.files.get("train", {}).get("jpegs") else []
 outlier_ids = set(meta["outliers"]) if meta else set()
-typical = [i for i in jpeg_ids if i not in outlier_ids][:3]
-atypical = [i for i in jpeg_ids if i in outlier_ids][:3]
-shown = typical + atypical
-fig = reporting.image_grid(
-    [full_image("train", "jpegs", i) for i in shown],
-    [f"{i} ({'outlier' if i in outlier_ids else 'typical'})" for i in shown],
-    ncols=3,
-)
-reporting.save_figure(fig, run.results_dir, "outliers")
-print(f"{len(outlier_ids)} of {len(jpeg_ids)} target images are outliers")
+if jpeg_ids:
+    typical = [i for i in jpeg_ids if i not in outlier_ids][:3]
+    atypical = [i for i in jpeg_ids if i in outlier_ids][:3]
+    shown = typical + atypical
+    fig = reporting.image_grid(
+        [full_image("train", "jpegs", i) for i in shown],
+        [f"{i} ({'outlier' if i in outlier_ids else 'typical'})" for i in shown],
+        ncols=3,
+    )
+    reporting.save_figure(fig, run.results_dir, "outliers")
+    print(f"{len(outlier_ids)} of {len(jpeg_ids)} target images are outliers")
+else:
+    print(f"skipped the target images: {root} has no train targets (train/jpegs, or renderings beside train DNGs)")
 
 # %% [markdown]
 # ## Ground truth

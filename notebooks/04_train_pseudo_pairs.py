@@ -1,7 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -54,7 +61,8 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
-data_root = ""  # empty: the synthetic benchmark of the profile; else a UP-ISP or Zurich RAW-to-RGB folder
+data_root = ""  # empty: the synthetic benchmark of the profile; else a UP-ISP, Zurich RAW-to-RGB or DNG folder
+patch = 0  # DNG folders only: packed pixels a side of the patches cut from each DNG; 0: 256
 device = "auto"
 seed = 0
 results_dir = ""  # empty: results/<profile>
@@ -70,6 +78,7 @@ from tqdm.auto import tqdm
 
 from uotisp_lib import config, losses, plots, reporting, stats
 from uotisp_lib.data import ensure_dataset
+from uotisp_lib.data.layouts import DNG_PATCH
 from uotisp_lib.experiments import (
     graph_pair_fn, has_ground_truth, image_layout, image_stems, load_training_data, model_inputs, random_pair_fn,
     render_image, run_pseudo_pair,
@@ -83,7 +92,7 @@ from uotisp_lib.train import PseudoPairConfig
 run = config.start_run(profile, data_root, device, seed, results_dir)
 study = run.profile.train
 root = ensure_dataset(run)
-data = load_training_data(root, proxy_fraction=study.proxy_fraction, seed=run.seed)
+data = load_training_data(root, proxy_fraction=study.proxy_fraction, seed=run.seed, patch=patch or DNG_PATCH)
 preprocess = PreprocessConfig()  # Malvar demosaicing, no denoising, gamma 1/2.2 (notebook 01)
 extractor, gram_backend = load_gram_extractor("auto", run.device) if study.gram else (None, "none")
 runs_dir = run.results_dir / "runs" / "pseudo_pairs"
@@ -135,14 +144,21 @@ pd.Series({k: float(v) for k, v in values.items()}, name="loss").to_frame()
 # ## Pseudo-pairs and training
 # Pair graphs for OT (entropic fused Gromov-Wasserstein at image level, then patch-level OT) and kNN
 # (notebook 03 compares them); random pairing draws any target uniformly. Target images held out for
-# the ground-truth-free proxy are never drawn. Each run trains two stages (Borelli's weights,
+# the ground-truth-free proxy are never drawn. A DNG folder has no pair graphs (they are built from
+# the patch files of a UP-ISP folder): its runs use random pairing, and the paired upper bound when
+# its DNGs have renderings. Each run trains two stages (Borelli's weights,
 # `uotisp_lib.losses.BORELLI_WEIGHTS`), checkpointing every epoch, and is scored on the test split.
 
 # %%
 allowed = set(data.targets.stems)
 pairings = {"random": random_pair_fn(data.targets.stems)}
 graph_diag = {}
-for method, name in (("knn", "kNN"), ("fgw", "OT (FGW)")):
+graph_methods = (("knn", "kNN"), ("fgw", "OT (FGW)"))
+if data.layout is not None:  # a DNG folder: its patches are cut in memory, no patch files to describe
+    print(f"skipped the kNN and OT (FGW) pair graphs: {root} is a DNG folder (pair graphs are built on UP-ISP "
+          "patch files); random pairing only")
+    graph_methods = ()
+for method, name in graph_methods:
     graph, diag = build_pair_graph(root, method, k=run.profile.match.k_images, k_patch=run.profile.match.k_patches,
                                    backend=run.profile.match.backend, seed=run.seed, device=run.device,
                                    target_ids=data.target_image_ids)
@@ -158,7 +174,9 @@ runs = [
      extractor, f"{pairing}-{head}".replace(" ", "_"))
     for pairing, fn in pairings.items() for head in ("conv1x1", "lut3d")
 ]
-runs.append(("tinyraw (organisers')", "OT (FGW)", dataclasses.replace(base, arch="tinyraw"), pairings["OT (FGW)"], extractor, "tinyraw-ot"))
+main_pairing = "OT (FGW)" if "OT (FGW)" in pairings else "random"  # the pairing of tinyraw and of the curves
+runs.append(("tinyraw (organisers')", main_pairing, dataclasses.replace(base, arch="tinyraw"), pairings[main_pairing], extractor,
+             "tinyraw-ot" if main_pairing == "OT (FGW)" else "tinyraw-random"))
 if has_ground_truth(data, "train", "the paired upper bound"):
     upper = dataclasses.replace(base, paired=True, stage2_epochs=0, stage1_epochs=study.stage1_epochs + study.stage2_epochs)
     runs.append(("colornet (conv1x1)", "true pairs (upper bound)", upper, None, None, "paired"))
@@ -167,7 +185,7 @@ for model, pairing, cfg, fn, ext, folder in tqdm(runs, desc="training runs"):
     row, trainers[(model, pairing)] = run_pseudo_pair(data, cfg, runs_dir / folder, fn, run.device, preprocess, ext)
     rows.append({"model": model, "pairing": pairing, **row})
 results = pd.DataFrame(rows)
-note = reporting.backends_note({**graph_diag["OT (FGW)"], "gram_loss": gram_backend})
+note = reporting.backends_note({**graph_diag.get("OT (FGW)", {}), "gram_loss": gram_backend})
 reporting.write_table(
     results, run.results_dir, "pseudo_pair_results", note=note,
     metadata=config.run_metadata(run, study=study, gram_backend=gram_backend, descriptor_backends=graph_diag, preprocess=preprocess),
@@ -206,7 +224,7 @@ if has_ground_truth(data, "test", "the bar chart of the test metrics"):
 # %%
 if has_ground_truth(data, "test", "the test renderings beside the ground truth"):
     test_id = sorted({s.rsplit("_", 1)[0] for s in data.raw_test.stems})[0]  # the first test image
-    grid = image_layout(data, data.gt_test, test_id)
+    grid = image_layout(data, data.gt_test, test_id, split="test")
     gt_image = stitch(data.gt_test.select(image_stems(data.gt_test, test_id)), *grid)
     outputs = {f"{model} / {pairing}": render_image(tr, data.raw_test, test_id, grid) for (model, pairing), tr in trainers.items()}
     fig = reporting.image_grid([gt_image, *outputs.values()], [f"{test_id}: ground truth", *outputs], ncols=3, size=3.5)
@@ -223,7 +241,7 @@ if has_ground_truth(data, "test", "the test renderings beside the ground truth")
 # (colour-statistics distance to held-out targets) one would early-stop on with real unpaired data.
 
 # %%
-hist = pd.DataFrame(trainers[("colornet (conv1x1)", "OT (FGW)")].state.history)
+hist = pd.DataFrame(trainers[("colornet (conv1x1)", main_pairing)].state.history)
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
 for ax, col, title in zip(axes, ("total", "val_psnr", "proxy"), ("training loss", "validation PSNR (dB)", "proxy (lower is better)")):
     if col in hist:

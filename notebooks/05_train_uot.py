@@ -68,7 +68,8 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | full
-data_root = ""  # empty: the study's synthetic benchmark of the profile; else a UP-ISP or Zurich RAW-to-RGB folder
+data_root = ""  # empty: the study's synthetic benchmark of the profile; else a UP-ISP, Zurich RAW-to-RGB or DNG folder
+patch = 0  # DNG folders only: packed pixels a side of the patches cut from each DNG; 0: 256
 device = "auto"
 seed = 0
 results_dir = ""  # empty: results/<profile>
@@ -91,6 +92,7 @@ from IPython.display import Markdown, display
 
 from uotisp_lib import config, plots, reporting, study as uot_study
 from uotisp_lib.data import ensure_dataset
+from uotisp_lib.data.layouts import DNG_PATCH
 from uotisp_lib.experiments import (
     has_ground_truth, image_layout, image_stems, load_training_data, model_inputs, relaxed_mass, render_image, run_uot,
 )
@@ -104,7 +106,7 @@ arch = arch or study.arch
 cost = cost or study.cost
 expert_names = tuple(e for e in experts.split(",") if e)
 root = ensure_dataset(run, study.synth, "uot") if study.synth is not None else ensure_dataset(run)
-data = load_training_data(root, proxy_fraction=run.profile.train.proxy_fraction, seed=run.seed)
+data = load_training_data(root, proxy_fraction=run.profile.train.proxy_fraction, seed=run.seed, patch=patch or DNG_PATCH)
 runs_dir = run.results_dir / "runs" / "uot"
 print(f"profile={run.profile.name} mode={mode} arch={arch} experts={expert_names} psi={psi} cost={cost} device={run.device}")
 print(f"{len(data.raw_train)} RAW patches, {len(data.targets)} target patches "
@@ -205,14 +207,15 @@ if data.raw_test is not None and data.gt_test is not None:
 # %% [markdown]
 # ## Whole test images
 # The trained map renders every patch of a test image, and the patches are stitched back on the
-# image's grid (from the benchmark's `meta.json`, else inferred from the seams, notebook 02): the
+# image's grid (from the benchmark's `meta.json`, from the DNG's size on a DNG folder, else inferred
+# from the seams, notebook 02): the
 # full image beside its reference rendering and its ground truth, with the CIEDE2000 error of the map.
 
 # %%
 if has_ground_truth(data, "test", "the whole test images beside the ground truth"):
     ids = sorted({s.rsplit("_", 1)[0] for s in data.raw_test.stems})[:2]
     for k, image_id in enumerate(ids):
-        grid = image_layout(data, data.gt_test, image_id)
+        grid = image_layout(data, data.gt_test, image_id, split="test")
         stems = image_stems(data.raw_test, image_id)
         whole = render_image(trainer, data.raw_test, image_id, grid)
         ref_whole = stitch(naive_isp(data.raw_test.select(stems), wb=cfg.uot.reference_wb), *grid)

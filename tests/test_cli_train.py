@@ -94,7 +94,8 @@ def test_bad_input_is_one_line_exit_2_before_any_work(tmp_path, smoke, capsys):
         f"--config {toml}": f"--config {toml}: uot.taux: unknown key 'uot.taux' for UOTConfig; expected one of {uot_keys}",
         f"--config {tmp_path / 'no.toml'}": f"--config {tmp_path / 'no.toml'}: no such file; expected a TOML file of config fields",
         "--arch resnet9000": "--arch resnet9000: build_isp: unknown ISP 'resnet9000'; expected one of "
-                             "['colornet', 'tinyraw', 'unet_isp'] or package.module:Class",
+                             "['colornet', 'tinyraw', 'unet_isp'] or package.module:Class, or a name registered by a "
+                             "--plugin module (or an entry point of group uotisp.isps)",
         "--arch nosuchpkg.nets:Net": "--arch nosuchpkg.nets:Net: ISP class 'nosuchpkg.nets:Net' cannot be found: cannot import "
                                      "'nosuchpkg.nets' (No module named 'nosuchpkg')",
         "--seed -1": "--seed -1: expected an integer >= 0",

@@ -336,3 +336,26 @@ def test_pseudo_pairs_trains_on_a_dng_folder(dng_data, tmp_path, capsys, pairs):
                  "--set", "stage1_epochs=1", "--set", "stage2_epochs=0", "--device", "cpu"]) == 0
     assert "24 RAW patches, 18 target patches" in capsys.readouterr().out
     assert (out / "export" / "isp.json").is_file()
+
+
+def test_grid_summary_and_image_layout_of_a_dng_folder(dng_data):
+    """The patch grid of each DNG comes from its size (no inference); the summary counts patches;
+    notebooks stitch test images on that grid (:func:`experiments.image_layout`)."""
+    from uotisp_lib.experiments import image_layout, load_training_data
+    from uotisp_lib.stitching import stitch
+
+    root, _ = dng_data
+    layout = scan_dataset(root, patch=16)
+    assert layout.grid("train", "t1") == layout.grid("test", "e0", "gt") == (2, 3)  # packed 32x48 (GRBG: cropped)
+    assert layout.grid("train", "t0", "jpegs") == (2, 3)  # no jpegs/ folder: the renderings
+    with pytest.raises(LayoutError, match="no image 'zz' in test raws"):
+        layout.grid("test", "zz")
+    rows = {r["split"]: r for r in layout.summary()}
+    assert [rows["train"][k] for k in ("raw_images", "raw_patches", "gt_images", "gt_patches", "jpeg_images")] == [4, 24, 4, 24, 4]
+    assert rows["test"]["raw_patches"] == 12 and 0 <= rows["test"]["raw_min"] < rows["test"]["raw_max"] <= 1023
+    data = load_training_data(root, patch=16)
+    assert data.layout is not None and image_layout(data, data.gt_test, "e1", split="test") == (2, 3)
+    assert image_layout(data, data.gt_test, "e1") == (2, 3)  # split None: the first split holding it
+    whole = stitch(data.gt_test.select([f"e1_{i}" for i in range(6)]), 2, 3)
+    img = uio.read_srgb(root / "test" / "e1.jpg")
+    np.testing.assert_allclose(whole.permute(1, 2, 0).numpy(), img[:64, :96] / 255.0, atol=1e-6)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -229,6 +230,82 @@ def test_notebooks_on_a_zurich_folder(smoke_benchmark, tmp_path, synth_cache, mo
     assert row["mode"] == "paired" and 10 < row.psnr < 60 and 0 < row.proxy < 10
     (best,) = (res / "runs" / "uot").glob("paired-*/best/isp.json")
     assert json.loads(best.read_text())["meta"]["selected_on"] == "proxy"  # no val split: selected on the proxy
+
+
+def _write_dng_folder(root: Path) -> Path:
+    """A tiny DNG folder: train/ (4 DNGs), val/ and test/ (2 each), RGGB 64x96 mosaics (packed 32x48:
+    6 patches of 16), each with its JPEG rendering (twice the packed size) beside it, and 3 unpaired
+    target JPEGs of 64x96 in train/jpegs/ (6 tiles of 32 each). Scenes are smooth, so the renderings
+    are learnable."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dng_writer import PIDNG_CFA, write_dng
+
+    from uotisp_lib import io as uio
+
+    yy, xx = np.mgrid[0:32, 0:48] / np.array([32.0, 48.0])[:, None, None]
+    for k, (split, name) in enumerate([("train", f"t{i}") for i in range(4)] + [("val", "v0"), ("val", "v1"),
+                                                                                  ("test", "e0"), ("test", "e1")]):
+        ph = 0.7 * k
+        rgb = np.stack([0.5 + 0.4 * np.sin(3 * xx + ph), 0.5 + 0.4 * np.cos(2 * yy + xx + ph),
+                        0.5 + 0.4 * np.sin(4 * yy - ph)], axis=-1)  # packed-resolution scene, [32, 48, 3] in (0, 1)
+        mosaic = np.zeros((64, 96), np.uint16)
+        for (dy, dx), c in zip(((0, 0), (0, 1), (1, 0), (1, 1)), (0, 1, 1, 2)):
+            mosaic[dy::2, dx::2] = np.rint(64 + rgb[..., c] * (1023 - 64))
+        (root / split).mkdir(parents=True, exist_ok=True)
+        write_dng(root / split / f"{name}.dng", mosaic, PIDNG_CFA["RGGB"], [64] * 4, white=1023)
+        look = np.clip(rgb[..., [0, 1, 2]] * np.array([1.1, 1.0, 0.85]), 0, 1) ** (1 / 2.2)
+        img = np.repeat(np.repeat(np.rint(look * 255).astype(np.uint8), 2, axis=0), 2, axis=1)  # 64x96
+        uio.save_image(root / split / f"{name}.jpg", img, quality=95)
+        if split == "train" and k < 3:
+            uio.save_image(root / "train" / "jpegs" / f"look{k}.jpg", np.ascontiguousarray(img[:, ::-1]), quality=95)
+    return root
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("notebooks")
+def test_notebooks_on_a_dng_folder(tmp_path, synth_cache, monkeypatch):
+    """Notebooks 00, 04 and 05 (paired and unpaired) on a folder of DNGs cut into 16x16 patches:
+    the table of 00 counts DNGs and patches, the grid of each image is its DNG's (no inference),
+    04 runs random pairing and the paired upper bound (pair graphs skipped in one printed line),
+    05 scores both modes on the test renderings."""
+    pytest.importorskip("rawpy")
+    pytest.importorskip("pidng")
+    root = _write_dng_folder(tmp_path / "dngs")
+    res = _run("00_data", tmp_path, synth_cache, monkeypatch, data_root=str(root), patch=16)
+    summary = pd.read_csv(res / "tables" / "data_summary.csv").set_index("split")
+    assert list(summary.index) == ["train", "val", "test"]
+    cols = ["raw_images", "raw_patches", "gt_images", "gt_patches", "jpeg_images", "jpeg_patches"]
+    assert summary.loc["train", cols].tolist() == [4, 24, 4, 24, 3, 18]
+    assert summary.loc["val", cols].tolist() == summary.loc["test", cols].tolist() == [2, 12, 2, 12, 0, 0]
+    assert summary.raw_min.min() >= 0 and 900 < summary.raw_max.max() <= 1023
+    for fig in ("raw_channels", "outliers", "ground_truth"):
+        assert (res / "figures" / f"{fig}.png").is_file(), fig
+    assert _printed(tmp_path / "00_data.out.ipynb", "skipped ") == []
+
+    res = _run("04_train_pseudo_pairs", tmp_path, synth_cache, monkeypatch, data_root=str(root), patch=16)
+    pp = pd.read_csv(res / "tables" / "pseudo_pair_results.csv")
+    assert list(zip(pp.model, pp.pairing)) == [("colornet (conv1x1)", "random"), ("colornet (lut3d)", "random"),
+                                               ("tinyraw (organisers')", "random"),
+                                               ("colornet (conv1x1)", "true pairs (upper bound)")]
+    assert np.isfinite(pp[["psnr", "ssim", "de2000", "proxy"]]).all(axis=None) and (pp.psnr > 0).all()
+    assert pp.psnr.iloc[3] > pp.psnr.iloc[0]  # the paired upper bound beats random pairing
+    assert _printed(tmp_path / "04_train_pseudo_pairs.out.ipynb", "skipped ") == [
+        f"skipped the kNN and OT (FGW) pair graphs: {root} is a DNG folder (pair graphs are built on UP-ISP patch files); "
+        "random pairing only"]
+    assert (res / "figures" / "test_outputs.png").is_file()
+
+    for mode in ("paired", "unpaired"):
+        res = _run("05_train_uot", tmp_path, synth_cache, monkeypatch, data_root=str(root), patch=16, mode=mode,
+                   compare=False)
+        row = pd.read_csv(res / "tables" / f"uot_run_{mode}_tinyraw.csv").iloc[0]
+        assert row["mode"] == mode and np.isfinite(row.psnr) and 5 < row.psnr < 60 and 0 < row.proxy < 10
+        for fig in (f"uot_samples_{mode}", f"uot_whole_0_{mode}", f"uot_whole_1_{mode}"):
+            assert (res / "figures" / f"{fig}.png").is_file(), fig
+        (best,) = (res / "runs" / "uot").glob(f"{mode}-*/best/isp.json")
+        assert json.loads(best.read_text())["meta"]["selected_on"] == "val_psnr"  # the val split has renderings
+    assert (res / "tables" / "uot_cost_check.csv").is_file()
 
 
 def _check_00(results: Path) -> None:

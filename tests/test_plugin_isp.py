@@ -162,3 +162,102 @@ def test_an_export_whose_class_is_gone_is_one_line_naming_it(tmp_path, capsys):
         f"uotisp infer: error: {tmp_path / 'isp' / 'isp.json'}: ISP class 'gonepkg.nets:Net' cannot be found: cannot "
         "import 'gonepkg.nets' (No module named 'gonepkg'); put its package on PYTHONPATH (or install it)")
     assert not (tmp_path / "o").exists()
+
+
+PLUGIN = '''
+import torch
+from torch import nn
+
+from uotisp_lib.models import register_isp
+
+
+@register_isp("gray_plugin", input_kind="packed")
+class GrayISP(nn.Module):
+    """Packed RAW [B,4,h,w] -> a grey sRGB image [B,3,2h,2w] (one luminance channel, repeated)."""
+
+    def __init__(self, width: int = 4):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(4, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 4, 3, padding=1))
+        self.up = nn.PixelShuffle(2)
+
+    def forward(self, raw):
+        return torch.sigmoid(self.up(self.body(raw))).repeat(1, 3, 1, 1)
+'''
+
+
+def test_plugin_option_makes_a_registered_name_trainable_and_a_fresh_process_rebuilds_it(tmp_path, monkeypatch, forget, capsys):
+    from uotisp_lib.config import get_profile
+    from uotisp_lib.data import build_benchmark
+
+    data = build_benchmark(tmp_path / "data", get_profile("smoke").synth, seed=3)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "grayplug.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(code))
+    forget.append(("gray_plugin", "grayplug"))
+    run = tmp_path / "run"
+    base = ["train", "--data", str(data), "--out", str(run), "--device", "cpu", "--set", "epochs=1"]
+    # without --plugin the name is unknown: one line listing the known names (exit 2), nothing written
+    assert "gray_plugin" not in ISP_REGISTRY
+    capsys.readouterr()
+    assert main(base + ["--arch", "gray_plugin"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "uotisp train: error: --arch gray_plugin: build_isp: unknown ISP 'gray_plugin'; expected one of "
+        "['colornet', 'tinyraw', 'unet_isp'] or package.module:Class, or a name registered by a --plugin module "
+        "(or an entry point of group uotisp.isps)")
+    assert main(base + ["--plugin", "nosuchplug", "--arch", "gray_plugin"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "uotisp train: error: --plugin: plug-in 'nosuchplug' cannot be imported (No module named 'nosuchplug'); "
+        "put its package on PYTHONPATH (or install it)")
+    # a misspelt name after --plugin lists the plug-in's name too
+    assert main(base + ["--plugin", "grayplug", "--arch", "grey_plugin"]) == 2
+    assert "expected one of ['colornet', 'gray_plugin', 'tinyraw', 'unet_isp']" in capsys.readouterr().err
+    assert not (run / "export").exists()
+
+    assert main(base + ["--plugin", "grayplug", "--arch", "gray_plugin", "--set", "arch_kwargs={width=2}"]) == 0
+    spec = json.loads((run / "export" / "isp.json").read_text())
+    assert (spec["arch"], spec["source"], spec["input_kind"], spec["arch_kwargs"]) == (
+        "gray_plugin", "grayplug:GrayISP", "packed", {"width": 2})
+    assert [r["epoch"] for r in csv.DictReader(open(run / "history.csv"))] == ["1"]
+
+    # fresh processes (no --plugin, an empty registry) rebuild the class from the recorded source
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code), str(REPO)]), OMP_NUM_THREADS="1")
+    cli = [sys.executable, "-m", "uotisp_lib.cli"]
+    p = subprocess.run([*cli, "eval", "--checkpoint", str(run / "export"), "--data", str(data), "--out", str(run / "m.csv"),
+                        "--device", "cpu"], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.DictReader(open(run / "m.csv")))
+    assert [r["image"] for r in rows] == ["s0010", "s0011"] and all(float(r["psnr"]) > 0 for r in rows)
+    p = subprocess.run([*cli, "infer", "--checkpoint", str(run / "export"), "--input", str(data / "test" / "raws"),
+                        "--output", str(run / "png"), "--device", "cpu"], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in (run / "png").iterdir()) == ["s0010.png", "s0011.png"]
+
+
+def test_entry_point_names_an_installed_plugin_class_or_module(tmp_path, monkeypatch, forget):
+    from importlib.metadata import EntryPoint
+
+    from uotisp_lib.models import registry
+
+    (tmp_path / "epplug.py").write_text(PLUGIN.replace('@register_isp("gray_plugin", input_kind="packed")\n', "").replace(
+        "    def __init__", '    input_kind = "packed"\n\n    def __init__'))
+    (tmp_path / "epreg.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    forget.extend([("ep_gray", "epplug"), ("gray_plugin", "epreg")])
+    eps = [EntryPoint("ep_gray", "epplug:GrayISP", registry.ENTRY_POINT_GROUP),  # a class: registered under its name
+           EntryPoint("gray_plugin", "epreg", registry.ENTRY_POINT_GROUP),  # a module that registers the name
+           EntryPoint("ep_broken", "epplug", registry.ENTRY_POINT_GROUP)]  # neither
+    monkeypatch.setattr(registry, "_entry_points", lambda: eps)
+    assert registry.entry_point_names() == ["ep_broken", "ep_gray", "gray_plugin"]
+    assert build_isp("ep_gray").input_kind == "packed" and ISP_REGISTRY["ep_gray"].__module__ == "epplug"
+    assert type(build_isp("gray_plugin", width=2)).__module__ == "epreg"
+    # an export of the entry point's class is rebuilt through the entry point in a fresh registry
+    export_isp(tmp_path / "isp", build_isp("ep_gray", width=3), "ep_gray", {"width": 3})
+    ISP_REGISTRY.pop("ep_gray")
+    sys.modules.pop("epplug")
+    assert load_isp(tmp_path / "isp").model.body[0].out_channels == 3 and "ep_gray" in ISP_REGISTRY
+    with pytest.raises(ValueError, match=r"^ISP 'ep_broken': entry point 'epplug' of group uotisp.isps neither is an ISP "
+                                         r"class nor registers 'ep_broken'$"):
+        build_isp("ep_broken")
+    with pytest.raises(KeyError, match="unknown ISP 'ep_none'"):
+        build_isp("ep_none")

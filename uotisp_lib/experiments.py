@@ -28,7 +28,8 @@ class TrainingData:
     ``raw_*``: packed RAW in [0,1]; ``targets``: train JPEG patches used for training;
     ``proxy``: held-out JPEG patches (whole images) for the ground-truth-free proxy; ``gt_*``: ground
     truth where the benchmark has it (None on real unpaired data); ``outlier_images``: ids of JPEG
-    images with an atypical look (synthetic benchmark only).
+    images with an atypical look (synthetic benchmark only); ``layout``: the scanned folder, kept
+    for a DNG folder (:func:`image_layout` reads its patch grids from it), else None.
     """
 
     root: Path
@@ -41,6 +42,7 @@ class TrainingData:
     gt_test: PatchSet | None
     gt_train: PatchSet | None
     outlier_images: tuple[str, ...]
+    layout: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def target_image_ids(self) -> list[str]:
@@ -91,6 +93,7 @@ def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int
         gt_test=opt("test", "gt"),
         gt_train=opt("train", "gt"),
         outlier_images=outliers,
+        layout=layout if layout.format == "dng" else None,
     )
 
 
@@ -169,12 +172,22 @@ def render_image(trainer, raw: PatchSet, image_id: str, grid: tuple[int, int]) -
     return stitch(predict_on(trainer, raw.subset(stems)).cpu(), *grid)
 
 
-def image_layout(data: TrainingData, patches: PatchSet, image_id: str) -> tuple[int, int]:
-    """The ``(rows, cols)`` patch grid of one image: from the synthetic benchmark's ``meta.json``,
-    else inferred from the seam consistency of ``patches`` (sRGB; :func:`stitching.infer_grid`)."""
+def image_layout(data: TrainingData, patches: PatchSet, image_id: str, split: str | None = None) -> tuple[int, int]:
+    """The ``(rows, cols)`` patch grid of one image: on a DNG folder, from the size of the DNG
+    ``image_id`` of ``split`` (the patches are cut row-major, so the grid is known; ``split`` None:
+    the first of test, val, dev, train holding that DNG); on the synthetic benchmark from its
+    ``meta.json``; else inferred from the seam consistency of ``patches`` (sRGB;
+    :func:`stitching.infer_grid`)."""
     from uotisp_lib.data.synth import read_meta
     from uotisp_lib.stitching import infer_grid
 
+    layout = data.layout
+    if layout is not None and getattr(layout, "format", None) == "dng":
+        splits = [split] if split is not None else [s for s in ("test", "val", "dev", "train") if s in layout.files]
+        for s in splits:
+            if image_id in layout.files.get(s, {}).get("raws", {}):
+                return layout.grid(s, image_id)
+        raise KeyError(f"no DNG {image_id!r} in {' or '.join(splits)} of {layout.root}")
     meta = read_meta(data.root)
     if meta:
         for m in meta["images"]:

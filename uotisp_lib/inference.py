@@ -170,10 +170,15 @@ def _isp_class(spec_file: Path, arch: object, source: object):
     """The class of an export's ``arch``: a registered name, an import path ``module:Class``, or
     (a plug-in registered by name in another process) the ``source`` it was saved from. A class that
     cannot be found is a one-line ValueError naming it."""
-    from uotisp_lib.models.registry import ISP_REGISTRY, resolve_isp
+    from uotisp_lib.models.registry import ISP_REGISTRY, load_entry_point, resolve_isp
 
     if not isinstance(arch, str) or not arch:
         raise ValueError(f"{spec_file}: arch {arch!r}; expected a registered ISP name or package.module:Class")
+    if ":" not in arch and arch not in ISP_REGISTRY:  # an installed plug-in (entry point uotisp.isps)?
+        try:
+            load_entry_point(arch)
+        except ValueError as err:
+            raise ValueError(f"{spec_file}: {err}") from None
     if arch in ISP_REGISTRY or ":" in arch:
         where = arch
     elif isinstance(source, str) and ":" in source:

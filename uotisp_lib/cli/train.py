@@ -40,6 +40,7 @@ EXAMPLES = """examples:
   uotisp train --data DATA --out runs/uot --profile cpu
   uotisp train --data DATA --out runs/uot --arch unet_isp --set uot.tau=8 --set epochs=20
   uotisp train --data DATA --out runs/mine --arch mypkg.nets:MyISP --set arch_kwargs='{width=16}'
+  uotisp train --data DATA --out runs/mine --plugin mypkg.nets --arch my_isp
   uotisp train --trainer pseudo-pairs --mode paired --data DATA --out runs/l1
   torchrun --nproc_per_node=2 --no-python uotisp train --data DATA --out runs/uot --amp bf16
 """
@@ -56,6 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--arch", default=None,
                    help="ISP network: colornet, tinyraw, unet_isp, a registered plug-in, or package.module:Class "
                         "(default: the profile's)")
+    p.add_argument("--plugin", action="append", default=[], metavar="PACKAGE.MODULE",
+                   help="import this module first, so the ISPs it registers (@register_isp) are known to --arch "
+                        "by name (repeatable; installed packages can instead declare an entry point in group "
+                        "uotisp.isps)")
     p.add_argument("--data", default="",
                    help="UP-ISP folder: train/raws/*.npy, train/jpegs/*.jpg (+ train/gt for paired, val/ and test/ "
                         "optional), a Zurich RAW-to-RGB folder, or a folder of DNGs ([train/]<name>.dng, + <name>.jpg "
@@ -108,11 +113,13 @@ def build_config(trainer: str, profile, overrides: dict, mode: str | None, arch:
 def check_arch(cfg) -> str:
     """Build the configured network once (cheap) -> its ``input_kind``; one-line errors name --arch."""
     from uotisp_lib.models import resolve_isp
+    from uotisp_lib.models.registry import ENTRY_POINT_GROUP
 
     try:
         cls = resolve_isp(cfg.arch)
     except KeyError as err:
-        raise ValueError(f"--arch {cfg.arch}: {err.args[0]}") from None
+        raise ValueError(f"--arch {cfg.arch}: {err.args[0]}, or a name registered by a --plugin module "
+                         f"(or an entry point of group {ENTRY_POINT_GROUP})") from None
     except ValueError as err:
         raise ValueError(f"--arch {cfg.arch}: {err}") from None
     try:
@@ -309,6 +316,13 @@ def _run(args: argparse.Namespace, dev: str) -> int:
     check_out(out, args.fresh)
     profile = get_profile(args.profile)
     overrides = {"config": load_toml(args.config) if args.config else {}, "set": parse_sets(args.overrides)}
+    if args.plugin:
+        from uotisp_lib.models import load_plugins
+
+        try:
+            load_plugins(args.plugin)
+        except ValueError as err:
+            raise ValueError(f"--plugin: {err}") from None
     cfg = build_config(args.trainer, profile, overrides, args.mode, args.arch, args.seed)
     paired = cfg.mode == "paired" if args.trainer == "uot" else cfg.paired
     check_arch(cfg)

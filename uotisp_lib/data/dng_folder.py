@@ -248,6 +248,43 @@ class DngFolderLayout(UpIspLayout):
         scale, dtype = (uio.RAW_MAX, np.uint16) if kind == "raws" else (255, np.uint8)
         return np.rint(x * scale).astype(dtype)
 
+    def grid(self, split: str, image_id: str, kind: str = "raws") -> tuple[int, int]:
+        """The ``(rows, cols)`` patch grid of one image (its patches are row-major, so stitching
+        needs no inference): from the packed size of the DNG ``image_id`` (``raws`` and ``gt``), or
+        from the size of the target image (``jpegs`` of a ``jpegs/`` folder). The file's header and
+        pixels are read once per image and the grid kept."""
+        by_file = super().paths(split, kind)
+        if image_id not in by_file:
+            raise LayoutError(f"{self.root}: no image {image_id!r} in {split} {kind} (have {_fmt_list(by_file)})")
+        key = ("grid", split, kind, image_id)
+        if key not in self._read:
+            kinds = self.files[split]
+            if kind == "jpegs" and kinds["jpegs"] != kinds.get("gt"):
+                h, w = uio.read_srgb(by_file[image_id]).shape[:2]
+                self._read[key] = (h // (2 * self.patch), w // (2 * self.patch))
+            else:
+                h, w = uio.read_dng(kinds["raws"][image_id]).packed.shape[:2]
+                self._read[key] = (h // self.patch, w // self.patch)
+        return self._read[key]
+
+    def summary(self, read_values: bool = True) -> list[dict[str, object]]:
+        """One row per split, as :meth:`UpIspLayout.summary`, counting *patches* (``patch`` packed
+        pixels a side) and images (DNGs, target images); the RAW min/max in the 10-bit units of
+        :meth:`read_image` (each DNG normalised with its own levels). Reads every file."""
+        rows = []
+        for split in self.splits:
+            row: dict[str, object] = {"split": split}
+            for kind, label in (("raws", "raw"), ("jpegs", "jpeg"), ("gt", "gt")):
+                has = bool(self.files[split].get(kind))
+                row[f"{label}_images"] = len(self.images(split, kind)) if has else 0
+                row[f"{label}_patches"] = len(self.patch_set(split, kind)) if has else 0
+            if read_values and self.files[split].get("raws"):
+                x = self.patch_set(split, "raws").images
+                row["raw_min"] = int(np.rint(float(x.min()) * uio.RAW_MAX))
+                row["raw_max"] = int(np.rint(float(x.max()) * uio.RAW_MAX))
+            rows.append(row)
+        return rows
+
     def read_raws(self, paths: list[Path]) -> np.ndarray:
         """Whole DNG files -> uint16 ``[N, h, w, 4]`` in 0..1023 (:func:`uotisp_lib.io.dng_to_packed10`);
         a packed shape unlike the first file's raises naming both files."""

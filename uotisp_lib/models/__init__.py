@@ -28,7 +28,14 @@ from uotisp_lib.models.isp import (
     count_parameters,
     identity_lut,
 )
-from uotisp_lib.models.registry import ISPNotFoundError, isp_source, register_isp, resolve_isp
+from uotisp_lib.models.registry import (
+    ENTRY_POINT_GROUP,
+    ISPNotFoundError,
+    isp_source,
+    load_plugins,
+    register_isp,
+    resolve_isp,
+)
 
 __all__ = [
     "EXPERTS",
@@ -39,8 +46,10 @@ __all__ = [
     "StructureExpert",
     "build_committee",
     "ISP_REGISTRY",
+    "ENTRY_POINT_GROUP",
     "ISPNotFoundError",
     "isp_source",
+    "load_plugins",
     "register_isp",
     "resolve_isp",
     "ColorNet",

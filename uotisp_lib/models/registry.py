@@ -7,6 +7,11 @@ An ISP is any ``nn.Module`` whose class attribute ``input_kind`` says what it ea
 
 It is named either by a registered name (:func:`register_isp`) or by an import path
 ``package.module:Class`` (:func:`resolve_isp`), so a network of your own needs no change here.
+A name registered in a module of your own is known once that module is imported: by
+:func:`load_plugins` (``uotisp train --plugin package.module``), or, for an installed package, by
+an entry point in the group ``uotisp.isps`` (:data:`ENTRY_POINT_GROUP`) whose name is the ISP's
+name and whose object is its class or the module that registers it, looked up the first time the
+name is asked for.
 Exports record :func:`isp_source` (``module:qualname``) so a fresh process can rebuild the class.
 """
 
@@ -18,6 +23,9 @@ from collections.abc import Callable
 from torch import nn
 
 INPUT_KINDS = ("packed", "rgb")
+
+#: entry-point group of installed plug-in ISPs: ``name = "package.module:Class"`` (or ``"package.module"``)
+ENTRY_POINT_GROUP = "uotisp.isps"
 
 #: name -> class (or factory) of every registered ISP
 ISP_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -63,6 +71,8 @@ def resolve_isp(arch: str) -> Callable[..., nn.Module]:
     path) for an import path that cannot be found or is not an ISP."""
     if arch in ISP_REGISTRY:
         return ISP_REGISTRY[arch]
+    if ":" not in arch and load_entry_point(arch):
+        return ISP_REGISTRY[arch]
     if ":" not in arch:
         raise KeyError(f"build_isp: unknown ISP {arch!r}; expected one of {sorted(ISP_REGISTRY)} or package.module:Class")
     module, _, qualname = arch.partition(":")
@@ -81,6 +91,60 @@ def resolve_isp(arch: str) -> Callable[..., nn.Module]:
             f"ISP class {arch!r}: expected a class attribute input_kind of 'packed' or 'rgb', got {getattr(obj, 'input_kind', None)!r}"
         )
     return obj
+
+
+def load_plugins(modules: list[str] | tuple[str, ...]) -> list[str]:
+    """Import each module of ``modules`` (``package.module``), so the ISPs it registers with
+    :func:`register_isp` are known by name. Returns the names it added to the registry.
+    A module that cannot be imported is a one-line :class:`ISPNotFoundError` naming it."""
+    before = set(ISP_REGISTRY)
+    for module in modules:
+        if not isinstance(module, str) or not module or ":" in module:
+            raise ISPNotFoundError(f"plug-in {module!r}: expected a module name package.module")
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # ModuleNotFoundError, or the module's own import error
+            raise ISPNotFoundError(f"plug-in {module!r} cannot be imported ({_one_line(err)}); "
+                                   "put its package on PYTHONPATH (or install it)") from None
+    return sorted(set(ISP_REGISTRY) - before)
+
+
+def entry_point_names() -> list[str]:
+    """Names of the installed plug-in ISPs (entry points of group :data:`ENTRY_POINT_GROUP`), not loaded."""
+    return sorted({ep.name for ep in _entry_points()})
+
+
+def _entry_points():
+    from importlib.metadata import entry_points
+
+    try:
+        return list(entry_points(group=ENTRY_POINT_GROUP))
+    except Exception:  # a broken installed distribution must not break the registered names
+        return []
+
+
+def load_entry_point(name: str) -> bool:
+    """Load the entry point ``name`` of group :data:`ENTRY_POINT_GROUP`, if any: its object is the
+    ISP class (registered under ``name`` here unless its module did) or a module that registers it.
+    True when ``name`` is registered afterwards."""
+    for ep in _entry_points():
+        if ep.name != name:
+            continue
+        try:
+            obj = ep.load()
+        except Exception as err:
+            raise ISPNotFoundError(f"ISP {name!r}: entry point {ep.value!r} of group {ENTRY_POINT_GROUP} "
+                                   f"cannot be loaded ({_one_line(err)})") from None
+        if name not in ISP_REGISTRY and isinstance(obj, type) and issubclass(obj, nn.Module):
+            try:
+                register_isp(name)(obj)
+            except ValueError as err:
+                raise ISPNotFoundError(f"ISP {name!r}: entry point {ep.value!r} of group {ENTRY_POINT_GROUP}: {err}") from None
+        if name not in ISP_REGISTRY:
+            raise ISPNotFoundError(f"ISP {name!r}: entry point {ep.value!r} of group {ENTRY_POINT_GROUP} "
+                                   f"neither is an ISP class nor registers {name!r}")
+        return True
+    return False
 
 
 def build_isp(name: str, **kwargs: object) -> nn.Module:
