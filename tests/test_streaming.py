@@ -160,3 +160,34 @@ def test_streaming_refuses_layouts_it_cannot_map(tmp_path):
 
     with pytest.raises(ValueError, match="loaded in memory"):
         stream_raw_patches(Fake(), "train")
+
+
+def test_cli_train_with_stream_writes_the_same_run(tmp_path):
+    """``uotisp train --stream --workers 1`` on the smoke benchmark: the same history and export as
+    the in-memory run (the proxy within float rounding: the held-out statistics are summed in chunks)."""
+    import csv
+
+    from safetensors.torch import load_file
+
+    from uotisp_lib.cli import main
+    from uotisp_lib.config import get_profile
+    from uotisp_lib.data import build_benchmark
+
+    smoke = build_benchmark(tmp_path / "smoke", get_profile("smoke").synth, seed=3)
+    hist = {}
+    for name, extra in (("mem", []), ("stream", ["--stream", "--workers", "1"])):
+        out = tmp_path / name
+        argv = ["train", "--trainer", "pseudo-pairs", "--pairs", "random", "--data", str(smoke), "--out", str(out),
+                "--set", "stage2_epochs=0", "--device", "cpu", *extra]
+        assert main(argv) == 0
+        with open(out / "history.csv", newline="") as fh:
+            hist[name] = list(csv.DictReader(fh))
+    a, b = load_file(tmp_path / "mem" / "export" / "model.safetensors"), load_file(tmp_path / "stream" / "export" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    for ra, rb in zip(hist["mem"], hist["stream"], strict=True):
+        skip = ("seconds", "proxy")
+        assert {k: v for k, v in ra.items() if k not in skip} == {k: v for k, v in rb.items() if k not in skip}
+        if ra.get("proxy"):
+            assert float(rb["proxy"]) == pytest.approx(float(ra["proxy"]), rel=1e-5, abs=1e-6)

@@ -235,9 +235,10 @@ def pseudo_pair_config(study, arch: str = "colornet", seed: int = 0, paired: boo
 
 
 def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", preprocess: PreprocessConfig | None = None,
-            amp: str = "off", **fit_kw):
+            amp: str = "off", num_workers: int = 0, **fit_kw):
     """Train a :class:`~uotisp_lib.train.UOTTrainer` on ``data``; return ``(row, trainer)``.
-    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`;
+    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`; ``num_workers``: DataLoader workers
+    reading streamed sources ahead (``load_training_data(..., stream=True)``; unused in memory);
     ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.train import UOTTrainer
 
@@ -256,6 +257,7 @@ def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", p
         device=device,
     )
     trainer.set_amp(amp)
+    trainer.num_workers = num_workers
     hist = trainer.fit(**fit_kw)
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model), **score_on(trainer, data.raw_test, data.gt_test)}
     row["proxy"] = hist[-1].get("proxy", float("nan"))
@@ -271,10 +273,11 @@ def run_pseudo_pair(
     preprocess: PreprocessConfig | None = None,
     extractor=None,
     amp: str = "off",
+    num_workers: int = 0,
     **fit_kw,
 ):
     """Train a :class:`~uotisp_lib.train.PseudoPairTrainer` (paired when ``cfg.paired``); return ``(row, trainer)``.
-    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`;
+    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`; ``num_workers``: as in :func:`run_uot`;
     ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.models import build_isp
     from uotisp_lib.train import PseudoPairTrainer
@@ -291,6 +294,7 @@ def run_pseudo_pair(
         extractor=extractor, preprocess=preprocess, device=device,
     )
     trainer.set_amp(amp)
+    trainer.num_workers = num_workers
     hist = trainer.fit(**fit_kw)
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model),
            **score_on(trainer, data.raw_test, data.gt_test, se=True)}
