@@ -70,23 +70,54 @@ class PatchFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        p = self.paths[i]
+    def _decode(self, i: int) -> np.ndarray:
+        """File ``i`` as read (``uint16`` ``HxWx4`` or ``uint8`` ``HxWx3``)."""
+        return read_raw_mmap(self.paths[i]) if self.kind == "raws" else uio.read_srgb(self.paths[i])
+
+    def _convert_into(self, arr: np.ndarray, out: torch.Tensor) -> None:
+        """Write the float32 ``[C,H,W]`` of ``arr`` into ``out`` in place: the elementwise operations
+        of the in-memory loaders, in float32 (so the same bits), without a temporary per patch."""
         if self.kind == "raws":
-            arr = read_raw_mmap(p).astype(np.float32)
-            t = torch.from_numpy(arr).permute(2, 0, 1)
-            return ((t - self.black) / (self.white - self.black)).clamp(0.0, 1.0).contiguous()
-        img = uio.read_srgb(p)
-        return (torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0).contiguous()
+            np.copyto(out.numpy(), arr.transpose(2, 0, 1), casting="unsafe")  # exact: integers -> float32
+            out.sub_(self.black).div_(self.white - self.black).clamp_(0.0, 1.0)
+        else:  # one pass: uint8 -> float32 / 255 (the same float32 division as ``.float() / 255.0``)
+            torch.div(torch.from_numpy(arr).permute(2, 0, 1), 255.0, out=out)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        arr = self._decode(int(i))
+        out = torch.empty((arr.shape[2], arr.shape[0], arr.shape[1]), dtype=torch.float32)
+        self._convert_into(arr, out)
+        return out
 
     def read(self, rows: Sequence[int]) -> torch.Tensor:
-        """The stacked ``[B,C,H,W]`` rows (in the main process); shapes must agree."""
-        out = [self[int(i)] for i in rows]
-        for i, t in zip(rows, out):
-            if t.shape != out[0].shape:
-                raise uio.ImageFormatError(f"{self.paths[int(i)]}: shape {tuple(t.shape)} differs from "
-                                           f"{tuple(out[0].shape)}; patches must be equal")
-        return torch.stack(out) if out else torch.empty(0)
+        """The rows ``[B,C,H,W]`` as one tensor, each patch converted straight into it; a shape
+        unlike the first file's raises naming the file."""
+        rows = [int(r) for r in rows]
+        if not rows:
+            return torch.empty(0)
+        first = self._decode(rows[0])
+        out = torch.empty((len(rows), first.shape[2], first.shape[0], first.shape[1]), dtype=torch.float32)
+        for k, r in enumerate(rows):
+            arr = first if k == 0 else self._decode(r)
+            if arr.shape != first.shape:
+                raise uio.ImageFormatError(f"{self.paths[r]}: shape {arr.shape} differs from {first.shape} of "
+                                           f"{self.paths[rows[0]]}; patches must be equal")
+            self._convert_into(arr, out[k])
+        return out
+
+
+class _Batches(Dataset):
+    """Item ``k`` of a ``DataLoader`` over it is the whole batch ``batches[k]`` read by
+    :meth:`PatchFiles.read` (in a worker process: the batch is assembled there, not collated)."""
+
+    def __init__(self, files: PatchFiles, batches: Sequence[Sequence[int]]) -> None:
+        self.files, self.batches = files, [list(b) for b in batches]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return self.files.read(self.batches[k])
 
 
 class _Rows:
@@ -246,7 +277,7 @@ class StreamingPatches:
             raise ValueError("StreamingPatches.loader: only the root set (the one with the files) has a loader")
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
         kw = {"prefetch_factor": prefetch_factor, "persistent_workers": False} if num_workers > 0 else {}
-        return DataLoader(self.files, batch_sampler=[list(b) for b in batches], num_workers=num_workers,
+        return DataLoader(_Batches(self.files, batches), batch_size=None, shuffle=False, num_workers=num_workers,
                           pin_memory=pin, **kw)
 
 
