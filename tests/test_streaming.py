@@ -191,3 +191,24 @@ def test_cli_train_with_stream_writes_the_same_run(tmp_path):
         assert {k: v for k, v in ra.items() if k not in skip} == {k: v for k, v in rb.items() if k not in skip}
         if ra.get("proxy"):
             assert float(rb["proxy"]) == pytest.approx(float(ra["proxy"]), rel=1e-5, abs=1e-6)
+
+
+def test_batch_buffers_are_reused_only_when_nothing_holds_them(root):
+    st = stream_raw_patches(scan_dataset(root), "train")
+    mem = load_raw_patches(scan_dataset(root), "train")
+    a_stems, b_stems, c_stems = list(st.stems[:3]), list(st.stems[3:6]), list(st.stems[6:9])
+    a = st.select(a_stems)
+    kept = a[1:]  # a view of the first batch, held by the caller
+    del a
+    b = st.select(b_stems)  # the cache drops the first batch; the view still holds its buffer
+    c = st.select(c_stems)
+    torch.testing.assert_close(kept, mem.select(a_stems)[1:], rtol=0, atol=0)
+    torch.testing.assert_close(b, mem.select(b_stems), rtol=0, atol=0)
+    torch.testing.assert_close(c, mem.select(c_stems), rtol=0, atol=0)
+    if hasattr(torch._C, "_storage_Use_Count"):
+        ptr = b.data_ptr()
+        del b  # nothing holds the second batch now (the cache holds the third)
+        d = st.select(a_stems)
+        assert d.data_ptr() == ptr  # its buffer is written again, not a fresh allocation
+        torch.testing.assert_close(d, mem.select(a_stems), rtol=0, atol=0)
+        torch.testing.assert_close(c, mem.select(c_stems), rtol=0, atol=0)

@@ -89,14 +89,17 @@ class PatchFiles(Dataset):
         self._convert_into(arr, out)
         return out
 
-    def read(self, rows: Sequence[int]) -> torch.Tensor:
+    def read(self, rows: Sequence[int], reuse: bool = False) -> torch.Tensor:
         """The rows ``[B,C,H,W]`` as one tensor, each patch converted straight into it; a shape
-        unlike the first file's raises naming the file."""
+        unlike the first file's raises naming the file. ``reuse``: write into a batch buffer of an
+        earlier read that nothing references any more (:meth:`_buffer`), sparing the page faults of
+        a fresh allocation."""
         rows = [int(r) for r in rows]
         if not rows:
             return torch.empty(0)
         first = self._decode(rows[0])
-        out = torch.empty((len(rows), first.shape[2], first.shape[0], first.shape[1]), dtype=torch.float32)
+        shape = (len(rows), first.shape[2], first.shape[0], first.shape[1])
+        out = self._buffer(shape) if reuse else torch.empty(shape, dtype=torch.float32)
         for k, r in enumerate(rows):
             arr = first if k == 0 else self._decode(r)
             if arr.shape != first.shape:
@@ -104,6 +107,30 @@ class PatchFiles(Dataset):
                                            f"{self.paths[rows[0]]}; patches must be equal")
             self._convert_into(arr, out[k])
         return out
+
+
+    #: batch buffers kept per shape for ``read(..., reuse=True)``
+    POOL = 4
+
+    def _buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A view of a pooled ``float32`` buffer of ``shape`` whose storage no tensor outside the pool
+        uses (its use count is back to the count it had when pooled), else a fresh tensor (pooled
+        while fewer than :attr:`POOL` buffers of that shape exist). Without torch's storage use
+        count (a private function), always a fresh tensor."""
+        count = getattr(torch._C, "_storage_Use_Count", None)
+        if count is None:
+            return torch.empty(shape, dtype=torch.float32)
+        pool = self.__dict__.setdefault("_pool", {}).setdefault(shape, [])
+        for buf, base in pool:
+            if count(buf.untyped_storage()._cdata) == base:
+                return buf.view(shape)  # a new tensor on the same storage: holding it marks the buffer used
+        buf = torch.empty(shape, dtype=torch.float32)
+        if len(pool) < self.POOL:
+            pool.append((buf, count(buf.untyped_storage()._cdata)))
+        return buf.view(shape)
+
+    def __getstate__(self) -> dict:  # DataLoader workers get the paths, not the buffers
+        return {k: v for k, v in self.__dict__.items() if k != "_pool"}
 
 
 class _Batches(Dataset):
@@ -249,7 +276,7 @@ class StreamingPatches:
                 out = batch
                 break
         if out is None:
-            out = self.files.read(rows)
+            out = self.files.read(rows, reuse=True)
         self.reads += len(rows)
         self._cache = (rows, out)
         return out
