@@ -119,7 +119,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", type=float, default=0.05, help="fraction of the challenge's size (default 0.05)")
     p.add_argument("--batch", type=int, default=24, help="patches per batch (colornet pseudo-pairs: 24)")
-    p.add_argument("--workers", type=int, default=1, help="DataLoader workers of the streaming loader (default 1)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the streaming loader (default 0, as `uotisp train`)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--root", type=Path, default=None, help="folder for the files (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the files")
