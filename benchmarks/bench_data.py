@@ -113,7 +113,7 @@ def measure(what: str, root: Path, batch: int, workers: int, seed: int) -> dict:
         data = load_training_data(root, proxy_fraction=0.0, seed=seed, stream=True)
         cfg = PseudoPairConfig(arch="colornet", batch_size=batch, stage1_epochs=1, stage2_epochs=0, seed=seed)
         trainer = PseudoPairTrainer(cfg, model_inputs(data.raw_train, "rgb", None), data.targets,
-                                    random_pair_fn(data.targets.stems), Path(tempfile.mkdtemp(prefix="bench_run_")))
+                                    random_pair_fn(data.targets.stems), root / "run")  # deleted with the files
         stems = list(trainer.sources.stems)
         batches = [stems[b * batch : (b + 1) * batch] for b in range(steps)]
         trainer.sources.prefetch(batches, num_workers=workers)

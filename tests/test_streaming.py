@@ -3,7 +3,6 @@ training runs."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest

@@ -20,6 +20,9 @@ Differences from the in-memory path:
   a file that turns unreadable during training fails that step, naming the file;
 - a derived set (:meth:`map`) recomputes ``fn`` on every access (per-row functions only: ``fn`` of a
   batch must equal ``fn`` of the whole set restricted to those rows);
+- a batch read in this process is written into a pooled buffer that nothing references any more
+  (:meth:`PatchFiles._buffer`), so a step does not pay the page faults of a fresh allocation; a
+  batch held anywhere (a view, the autograd graph) is never overwritten;
 - :meth:`StreamingPatches.prefetch` reads a known sequence of batches ahead of use with a
   ``torch.utils.data.DataLoader`` (``num_workers`` processes, ``pin_memory`` on CUDA); a
   :meth:`select` that does not match the next prefetched batch reads its files directly.
