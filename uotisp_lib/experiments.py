@@ -57,15 +57,26 @@ class TrainingData:
 
 
 def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int = 0,
-                       patch: int = DNG_PATCH) -> TrainingData:
+                       patch: int = DNG_PATCH, stream: bool = False) -> TrainingData:
     """Read a benchmark (UP-ISP, Zurich RAW-to-RGB, or a folder of DNGs cut into ``patch`` x ``patch``
     packed patches: the layout is detected, :func:`scan_dataset`); hold out ``proxy_fraction`` of
     the target *images* (all their patches, chosen with ``seed``) for the proxy. Splits without
-    files become None."""
+    files become None.
+
+    ``stream=True`` (UP-ISP layouts): every set is a
+    :class:`~uotisp_lib.data.streaming.StreamingPatches` that reads its files per batch (memory-mapped
+    ``.npy``, decoded images) instead of a tensor of the whole split; the same stems, order and
+    values (see :mod:`uotisp_lib.data.streaming` for what differs)."""
     from uotisp_lib.data.synth import read_meta
 
     layout = scan_dataset(root, patch=patch)
-    jpegs = load_srgb_patches(layout, "train", "jpegs")
+    if stream:
+        from uotisp_lib.data.streaming import stream_raw_patches, stream_srgb_patches
+
+        load_raw, load_srgb = stream_raw_patches, stream_srgb_patches
+    else:
+        load_raw, load_srgb = load_raw_patches, load_srgb_patches
+    jpegs = load_srgb(layout, "train", "jpegs")
     groups = layout.images("train", "jpegs")
     images = sorted(groups)
     n_proxy = max(1, round(proxy_fraction * len(images))) if len(images) > 1 else 0
@@ -77,14 +88,14 @@ def load_training_data(root: str | Path, proxy_fraction: float = 0.25, seed: int
     def opt(split: str, kind: str) -> PatchSet | None:
         if split not in layout.files or kind not in layout.files[split]:
             return None
-        return load_raw_patches(layout, split) if kind == "raws" else load_srgb_patches(layout, split, kind)
+        return load_raw(layout, split) if kind == "raws" else load_srgb(layout, split, kind)
 
     meta = read_meta(root)
     outliers = tuple(meta["outliers"]) if meta else ()
     eval_split = "val" if "val" in layout.files else ("dev" if "dev" in layout.files else None)
     return TrainingData(
         root=Path(root),
-        raw_train=load_raw_patches(layout, "train"),
+        raw_train=load_raw(layout, "train"),
         targets=jpegs.subset(train_stems),
         proxy=jpegs.subset(proxy_stems) if proxy_stems else jpegs,
         raw_val=opt(eval_split, "raws") if eval_split else None,
@@ -131,7 +142,10 @@ def predict_on(trainer, raw: PatchSet) -> torch.Tensor:
     from uotisp_lib.inference import model_input
 
     model = trainer.eval_model()
-    inputs = PatchSet(raw.stems, model_input(raw.images, getattr(model, "input_kind", "rgb"), trainer.preprocess))
+    kind = getattr(model, "input_kind", "rgb")
+    if not isinstance(raw, PatchSet):  # streamed: inputs computed per batch
+        return trainer.predict(raw.map(lambda t: model_input(t, kind, trainer.preprocess)))
+    inputs = PatchSet(raw.stems, model_input(raw.images, kind, trainer.preprocess))
     return trainer.predict(inputs)
 
 
@@ -212,6 +226,8 @@ def model_inputs(raw: PatchSet, arch_input_kind: str, preprocess: PreprocessConf
     """Keyed network inputs for a RAW patch set (pseudo-RGB for ``rgb`` models)."""
     from uotisp_lib.inference import model_input
 
+    if not isinstance(raw, PatchSet):  # streamed: inputs computed per batch
+        return raw.map(lambda t: model_input(t, arch_input_kind, preprocess))
     with torch.no_grad():
         return PatchSet(raw.stems, model_input(raw.images, arch_input_kind, preprocess))
 
@@ -232,9 +248,10 @@ def pseudo_pair_config(study, arch: str = "colornet", seed: int = 0, paired: boo
 
 
 def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", preprocess: PreprocessConfig | None = None,
-            amp: str = "off", **fit_kw):
+            amp: str = "off", num_workers: int = 0, **fit_kw):
     """Train a :class:`~uotisp_lib.train.UOTTrainer` on ``data``; return ``(row, trainer)``.
-    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`;
+    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`; ``num_workers``: DataLoader workers
+    reading streamed sources ahead (``load_training_data(..., stream=True)``; unused in memory);
     ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.train import UOTTrainer
 
@@ -253,6 +270,7 @@ def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", p
         device=device,
     )
     trainer.set_amp(amp)
+    trainer.num_workers = num_workers
     hist = trainer.fit(**fit_kw)
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model), **score_on(trainer, data.raw_test, data.gt_test)}
     row["proxy"] = hist[-1].get("proxy", float("nan"))
@@ -268,10 +286,11 @@ def run_pseudo_pair(
     preprocess: PreprocessConfig | None = None,
     extractor=None,
     amp: str = "off",
+    num_workers: int = 0,
     **fit_kw,
 ):
     """Train a :class:`~uotisp_lib.train.PseudoPairTrainer` (paired when ``cfg.paired``); return ``(row, trainer)``.
-    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`;
+    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`; ``num_workers``: as in :func:`run_uot`;
     ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.models import build_isp
     from uotisp_lib.train import PseudoPairTrainer
@@ -288,6 +307,7 @@ def run_pseudo_pair(
         extractor=extractor, preprocess=preprocess, device=device,
     )
     trainer.set_amp(amp)
+    trainer.num_workers = num_workers
     hist = trainer.fit(**fit_kw)
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model),
            **score_on(trainer, data.raw_test, data.gt_test, se=True)}

@@ -102,10 +102,29 @@ def random_crops(x: torch.Tensor, size: int, gen: torch.Generator, scale: int = 
     return xs, ys
 
 
-def colour_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+def set_colour_stats(images, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(mean channel means, mean channel stds, mean UV histogram)`` of a set of images read
+    ``chunk`` rows at a time (a tensor, or the lazy ``images`` of a streamed set): what
+    :func:`colour_distance` compares, without holding the whole set (sums in float64)."""
+    n, sums = len(images), None
+    for i in range(0, n, chunk):
+        y = images[i : i + chunk]
+        m, s = channel_moments(y)
+        parts = (m.double().sum(0), s.double().sum(0), soft_histogram_uv(y).double().sum(0))
+        sums = parts if sums is None else tuple(a + b for a, b in zip(sums, parts))
+    return tuple((v / n).float() for v in sums)
+
+
+def colour_distance(a: torch.Tensor, b) -> float:
     """Set-level colour-statistics distance between image batches ``[N,3,H,W]`` and ``[M,3,H',W']``:
     L1 between their mean channel moments (mean, std) plus L1 between their mean joint UV soft
-    histograms. Needs no alignment and no ground truth: our early-stopping proxy."""
+    histograms. Needs no alignment and no ground truth: our early-stopping proxy. ``b`` may also be
+    the precomputed :func:`set_colour_stats` of the second set (streamed held-out targets)."""
+    if isinstance(b, tuple):
+        ma, sa = channel_moments(a)
+        mb, sb, hb = b
+        moments = (ma.mean(0) - mb).abs().sum() + (sa.mean(0) - sb).abs().sum()
+        return float(moments + (soft_histogram_uv(a).mean(0) - hb).abs().sum())
     ma, sa = channel_moments(a)
     mb, sb = channel_moments(b)
     moments = (ma.mean(0) - mb.mean(0)).abs().sum() + (sa.mean(0) - sb.mean(0)).abs().sum()
@@ -141,6 +160,8 @@ class EpochTrainer:
     arch_kwargs: dict
     preprocess: PreprocessConfig | None
 
+    #: DataLoader worker processes reading streamed sources ahead (StreamingPatches.prefetch)
+    num_workers: int = 0
     #: mixed precision of the training forward passes: "off", "bf16" or "fp16" (CUDA; see set_amp)
     amp: str = "off"
     #: this rank's share n_r / n of the current global batch (1 in a single process)
@@ -240,7 +261,12 @@ class EpochTrainer:
             scores = metrics.summarise(metrics.evaluate(preds, gt.select(inputs.stems)))
             out.update(val_psnr=scores["psnr"], val_ssim=scores["ssim"], val_de2000=scores["de2000"])
         if self.proxy_targets is not None:
-            out["proxy"] = colour_distance(preds, self.proxy_targets)
+            proxy = self.proxy_targets
+            if not isinstance(proxy, torch.Tensor):  # streamed held-out targets: their statistics, once
+                if getattr(self, "_proxy_stats", None) is None:
+                    self._proxy_stats = set_colour_stats(proxy)
+                proxy = self._proxy_stats
+            out["proxy"] = colour_distance(preds, proxy)
         return out
 
     def _select(self, record: dict, write: bool = True) -> None:
@@ -327,6 +353,9 @@ class EpochTrainer:
             epoch = self.state.extra["epoch"]
             t0 = time.perf_counter()
             order = torch.randperm(len(stems), generator=self.state.generators["order"]).tolist()
+            if hasattr(self.sources, "prefetch"):  # streamed sources: the epoch's batches read ahead
+                self.sources.prefetch([[stems[i] for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+                                       for b in range(self.steps_per_epoch)], num_workers=self.num_workers)
             sums: dict[str, float] = {}
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
                        disable=not (progress and main))
@@ -766,9 +795,18 @@ class UOTTrainer(EpochTrainer):
         kind = getattr(self.model, "input_kind", "rgb")
         with torch.no_grad():
             self.raw = raw
-            self.sources = PatchSet(raw.stems, model_input(raw.images, kind, preprocess))
-            self.references = PatchSet(raw.stems, cfg.uot.reference(raw.images))
-            self.val = None if val is None else (PatchSet(val[0].stems, model_input(val[0].images, kind, preprocess)), val[1])
+            if isinstance(raw, PatchSet):
+                self.sources = PatchSet(raw.stems, model_input(raw.images, kind, preprocess))
+                self.references = PatchSet(raw.stems, cfg.uot.reference(raw.images))
+            else:  # streamed (uotisp_lib.data.streaming): inputs and references computed per batch
+                self.sources = raw.map(lambda t: model_input(t, kind, preprocess))
+                self.references = raw.map(cfg.uot.reference)
+            if val is None:
+                self.val = None
+            elif isinstance(val[0], PatchSet):
+                self.val = (PatchSet(val[0].stems, model_input(val[0].images, kind, preprocess)), val[1])
+            else:
+                self.val = (val[0].map(lambda t: model_input(t, kind, preprocess)), val[1])
         self.potential = PotentialNet(cfg.potential_width, pool=cfg.potential_pool).to(device)
         self.committee = build_committee(cfg.experts, cfg.expert_width, {e: cfg.expert_weight for e in cfg.experts}, cfg.expert_balance).to(device) if cfg.experts else None
         self.ema = EMA(self.model, cfg.ema_decay, warmup=cfg.ema_warmup)

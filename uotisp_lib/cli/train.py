@@ -80,6 +80,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=AMP_MODES, default="off",
                    help="mixed precision on CUDA: bf16, or fp16 with a gradient scaler (default off; "
                         "refused on the CPU, which trains in float32)")
+    p.add_argument("--stream", action="store_true",
+                   help="read the patches per batch (memory-mapped .npy, decoded images) instead of loading whole "
+                        "splits into memory: memory does not grow with the dataset (UP-ISP layouts; same results)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="with --stream: DataLoader processes reading the next batches ahead (default 0)")
     p.add_argument("--fresh", action="store_true",
                    help="start over: an existing run folder is moved aside to <out>.old-<time> (never deleted)")
     return p
@@ -356,19 +361,19 @@ def _run(args: argparse.Namespace, dev: str) -> int:
     where = {"data": str(Path(root).resolve()), "patch": (args.patch or DNG_PATCH) if dng else None}
     check_same_data(out, where)
     data = load_training_data(root, proxy_fraction=profile.train.proxy_fraction, seed=cfg.seed,
-                              patch=args.patch or DNG_PATCH)
+                              patch=args.patch or DNG_PATCH, stream=args.stream)
     record_data(out, where)
     procs = f", {world} processes" if world > 1 else ""
     say(f"train {args.trainer} ({'paired' if paired else 'unpaired'}, {cfg.arch}) on {root}: {len(data.raw_train)} RAW "
         f"patches, {len(data.targets)} target patches; config hash {config_hash(cfg)}{procs} -> {out}")
     try:
         if args.trainer == "uot":
-            row, trainer = run_uot(data, cfg, out, dev, amp=args.amp, progress=True, log=say)
+            row, trainer = run_uot(data, cfg, out, dev, amp=args.amp, num_workers=args.workers, progress=True, log=say)
         else:
             with distributed.main_first():  # a pair graph (and its caches) is built once, by rank 0
                 pair_fn, extractor = _pair_setup(args, paired, root, data, profile, dev)
             row, trainer = run_pseudo_pair(data, cfg, args.out, pair_fn, dev, _preprocess(), extractor,
-                                           amp=args.amp, progress=True, log=say)
+                                           amp=args.amp, num_workers=args.workers, progress=True, log=say)
     except RunLockedError as err:
         raise ValueError(f"--out {err}") from None
     except ConfigMismatchError as err:
