@@ -193,6 +193,7 @@ def test_notebooks_03_to_05_on_unpaired_data_without_ground_truth(unpaired_root,
     assert skipped["05_train_uot"] == [
         f"skipped the cost check: {root}/dev/gt has no ground truth",
         f"skipped the sample outputs beside the ground truth: {root}/test/gt has no ground truth",
+        f"skipped the whole test images beside the ground truth: {root}/test/gt has no ground truth",
         f"skipped the study (its paired arms train on train/gt): {root}/train/gt has no ground truth",
     ]
     (best,) = (uot_dir / "runs" / "uot").glob("*/best/isp.json")
@@ -357,7 +358,8 @@ def _check_05(results: Path) -> None:
     from uotisp_lib.study import VARIANTS
 
     rows = pd.read_csv(results / "tables" / "uot_study.csv")
-    assert list(rows.columns[:8]) == ["arch", "variant", "seed", "psnr", "ssim", "de2000", "colour_w", "n_test_images"]
+    assert list(rows.columns[:9]) == ["arch", "variant", "seed", "psnr", "ssim", "de2000", "colour_w", "psnr_no_offset",
+                                      "n_test_images"]
     assert list(dict.fromkeys(rows["variant"])) == list(VARIANTS)  # every arm, named exactly
     assert rows[["psnr", "ssim", "de2000"]].notna().all(axis=None) and (rows["params"] == 3060).all()
     summary = pd.read_csv(results / "tables" / "uot_study_summary.csv").set_index("variant")
