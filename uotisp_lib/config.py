@@ -236,7 +236,7 @@ _PROFILES: dict[str, Profile] = {
         # potential: val PSNR 21.9 vs 23.3 dB in pilots on the validation split), 32 px crops for speed
         uot=UOTStudy(arch="colornet", archs=("colornet", "tinyraw", "unet_isp"), epochs=10, batch_size=16, lr_map=5e-4, crop=32,
                      lr_potential=5e-4, alpha=0.05, cost="luma", r1_gamma=0.1, potential_width=16, expert_width=16, seeds=3,
-                     arch_seeds=(("unet_isp", 2),), synth=UOT_CPU_SYNTH),
+                     arch_seeds=(("unet_isp", 2),), synth=UOT_CPU_SYNTH, workers=2),  # 2 one-thread runs at once
         # colornet (the study's main architecture), 3 seeds, 4 of the study's 10 epochs so that the UOT
         # groups (105 runs) fit in about an hour on 2 cores with 2 single-threaded workers; the pairing
         # group (notebook 04's pseudo-pair colornet, 4 to 8 min a run) with the 1x1 head only (12 runs,
