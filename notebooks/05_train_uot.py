@@ -351,14 +351,15 @@ if compare:
 #   swinging between epochs). Stronger, more direct colour signals did not close it on validation:
 #   a global-colour cost, more potential steps, a cosine schedule, a pooled potential and the colour
 #   OT expert (notebook 06 measures it over seeds on the test split).
-# * **The unpaired error is mostly one colour cast per image, and it depends on content.** In pilots
-#   (colornet, seed 0, scored against the ground truth of the *training* RAW images, which unpaired
-#   training never sees) the unpaired map is about 4 dB below the paired fit, and removing each
-#   patch's mean colour error recovers most of that; its per-image chroma errors differ by source
-#   photo and correlate only weakly with the illuminant, whereas paired L1's residual casts follow
-#   the illuminant closely. The potential judges colour together with content, so the map learns
-#   content-dependent casts; even with the true target distribution ("unpaired true targets") they
-#   remain. `psnr_no_offset` in the study table measures the same on the test split.
+# * **The unpaired error is colour casts that vary with content.** In pilots (colornet, seed 0,
+#   scored against the ground truth of the *training* RAW images, which unpaired training never
+#   sees) the unpaired map is about 4 dB below the paired fit, and removing each *patch's* mean colour
+#   error recovers most of that; its chroma errors differ by source photo and correlate only weakly
+#   with the illuminant, whereas paired L1's residual casts follow the illuminant closely. The
+#   potential judges colour together with content, so the map learns content-dependent casts; they
+#   remain even with the true target distribution ("unpaired true targets"). They vary *within* an
+#   image: `psnr_no_offset` (each test image's mean colour error removed) closes little or none of the
+#   colornet gap on the test split (generated line above), so a per-image white-balance fix would not help.
 # * **Validation does not predict test well.** The validation split is one photo; the test photos
 #   are more saturated, so the validation gap (about 0.7 dB in pilots) understates the test gap.
 # * **Paired UOT ties or slightly loses to paired L1**, and the committee and the relaxation help
