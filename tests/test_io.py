@@ -308,6 +308,18 @@ def test_save_image_png_is_lossless(tmp_path):
     np.testing.assert_array_equal(back, img)
 
 
+def test_save_image_png_levels_are_lossless_and_trade_size(tmp_path):
+    img = _smooth_rgb()
+    sizes = {}
+    for level in (None, 0, 1, 9):
+        path = uio.save_image(tmp_path / f"a{level}.png", img, png_level=level)
+        np.testing.assert_array_equal(uio.read_srgb(path), img)
+        sizes[level] = path.stat().st_size
+    assert sizes[0] > sizes[1] >= sizes[None] >= sizes[9], sizes  # 0 stores, 9 compresses most
+    with pytest.raises(ValueError, match=r"a\.png: png_level 10: expected an integer from 0 to 9"):
+        uio.save_image(tmp_path / "a.png", img, png_level=10)
+
+
 @pytest.mark.parametrize("quality", [95, 100])
 def test_save_image_jpeg_high_quality_is_close(tmp_path, quality):
     img = _smooth_rgb()

@@ -288,6 +288,7 @@ def test_bad_exports_and_options_are_one_line_naming_the_file_or_option(tmp_path
     base = ["infer", "--checkpoint", str(isp), "--input", str(src), "--output", str(tmp_path / "o")]
     assert "--device 'tpu': unknown device type" in one_line_error(capsys, base + ["--device", "tpu"])
     assert "--batch 0: expected an integer >= 1" in one_line_error(capsys, base + ["--batch", "0"])
+    assert "--png-level 10: expected an integer from 0 to 9" in one_line_error(capsys, base + ["--png-level", "10"])
     assert "--seed -1: expected an integer >= 0" in one_line_error(capsys, ["synth", "--out", str(tmp_path / "s"), "--seed", "-1"])
     assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
 
