@@ -7,6 +7,8 @@ on a warm page cache:
 
 - ``bare``: ``np.load`` of every RAW file and the decode of every JPEG (:func:`uotisp_lib.io.read_srgb`),
   in a random order, nothing kept: the rate the streaming loader is held to (target: >= 80%);
+- ``bare32``: the same plus the conversion to float32 in [0, 1] that any trainer needs (one
+  multiply per array, nothing kept): what separates the bare rate from a usable one;
 - ``stream``: one epoch of colornet-style batches from ``load_training_data(..., stream=True)``
   (:class:`~uotisp_lib.data.streaming.StreamingPatches`): the epoch's shuffled source batches of
   ``--batch`` RAW patches, read ahead by a ``DataLoader`` with ``--workers`` processes, and one
@@ -74,15 +76,18 @@ def measure(what: str, root: Path, batch: int, workers: int, seed: int) -> dict:
 
     if what == "base":
         return {"seconds": 0.0, "samples": 0, "peak": _peak_bytes()}
-    if what == "bare":
+    if what in ("bare", "bare32"):
         raws = sorted((root / "train" / "raws").glob("*.npy"))
         jpgs = sorted((root / "train" / "jpegs").glob("*.jpg"))
         order = np.random.default_rng(seed).permutation(len(raws))
         pick = np.random.default_rng(seed + 1).integers(0, len(jpgs), len(raws))
         t0 = time.perf_counter()
+        convert = what == "bare32"
         for i, j in zip(order, pick):
-            np.load(raws[i])
-            uio.read_srgb(jpgs[j])
+            x, y = np.load(raws[i]), uio.read_srgb(jpgs[j])
+            if convert:  # the least a trainer needs: float32 in [0, 1]
+                np.multiply(x, np.float32(1 / uio.RAW_MAX), dtype=np.float32)
+                np.multiply(y, np.float32(1 / 255), dtype=np.float32)
         return {"seconds": time.perf_counter() - t0, "samples": len(raws), "peak": _peak_bytes()}
     if what == "memory":
         t0 = time.perf_counter()
@@ -157,13 +162,14 @@ def main() -> int:
               f"load average {os.getloadavg()[0]:.1f}")
         child("bare", args)  # warm the page cache
         base = child("base", args)["peak"]
-        runs: dict[str, list[dict]] = {"bare": [], "stream": []}
+        runs: dict[str, list[dict]] = {"bare": [], "bare32": [], "stream": []}
         for _ in range(args.repeats):
-            for what in ("bare", "stream"):
+            for what in ("bare", "bare32", "stream"):
                 runs[what].append(child(what, args))
         mem = child("memory", args)
         rate = {w: [r["samples"] / r["seconds"] for r in rs] for w, rs in runs.items()}
         ratios = [s / b for s, b in zip(rate["stream"], rate["bare"])]
+        ratios32 = [s / b for s, b in zip(rate["stream"], rate["bare32"])]
         peak = {w: max(r["peak"] for r in rs) for w, rs in runs.items()}
         mem_full = base + (mem["peak"] - base) / (n_raw / FULL_RAW)
         fmt = lambda v: " / ".join(f"{x:.1f}" for x in (min(v), statistics.median(v), max(v)))  # noqa: E731
@@ -172,6 +178,7 @@ def main() -> int:
         print("|---|---:|---:|---:|---|")
         print(f"| child that only imports | | {base / GIB:.2f} | {base / GIB:.2f} | |")
         print(f"| bare np.load + JPEG decode | {fmt(rate['bare'])} | {peak['bare'] / GIB:.2f} | {peak['bare'] / GIB:.2f} | |")
+        print(f"| bare + float32 conversion | {fmt(rate['bare32'])} | {peak['bare32'] / GIB:.2f} | {peak['bare32'] / GIB:.2f} | |")
         print(f"| streaming epoch ({args.workers} worker(s)) | {fmt(rate['stream'])} | {peak['stream'] / GIB:.2f} | "
               f"{peak['stream'] / GIB:.2f} (does not grow) | < 4 GiB: {'met' if peak['stream'] < 4 * GIB else 'NOT met'} |")
         print(f"| in-memory load (before) | {mem['samples'] / mem['seconds']:.1f} (load only) | {mem['peak'] / GIB:.2f} | "
@@ -185,6 +192,8 @@ def main() -> int:
         med = statistics.median(ratios)
         print(f"| streaming / bare (pair by pair) | {min(ratios):.2f} / {med:.2f} / {max(ratios):.2f} | | | "
               f">= 0.80: {'met' if med >= 0.8 else 'NOT met'} |")
+        print(f"| streaming / (bare + float32) (pair by pair) | {min(ratios32):.2f} / {statistics.median(ratios32):.2f} / "
+              f"{max(ratios32):.2f} | | | |")
         print("\nPeak RSS: ru_maxrss of the measuring process; the streaming loader's DataLoader worker(s) are "
               "separate processes holding a few batches each (not counted).")
     finally:
