@@ -16,6 +16,12 @@ Table 1, inference as :func:`uotisp_lib.inference.render` runs it (``channels_la
 pair-by-pair ratios. Model alone (input already in the network's format) and ``render`` end to end
 (packed RAW in, with the preprocessing of colornet's pseudo-RGB input, out clamped on the CPU).
 Table 2: training step (forward, L1 loss to a random target, backward, AdamW), median ms.
+Table 3 (colornet, unet_isp): that training step in NCHW against ``channels_last`` (weights, input
+and target converted, as ``uotisp train --channels-last`` does), the two models starting from the
+same weights and stepped in turn (NCHW, channels_last, ...) ``repeats`` times after a warm-up: ms
+min / median / max of each, the median of the pair-by-pair ratios NCHW / channels_last (> 1:
+channels_last faster), and the largest weight difference between the two after all their steps
+(float rounding). ``--train-layout-only`` prints table 3 alone; ``--side N`` sets the output size.
 """
 
 from __future__ import annotations
@@ -103,13 +109,68 @@ def old_render(bundle: ISPBundle, raw01: torch.Tensor, batch: int = 16) -> torch
     return torch.cat(outs)
 
 
+#: architectures of table 3 (training step, NCHW against channels_last)
+TRAIN_LAYOUT_MODELS = ("colornet", "unet_isp")
+
+
+def train_layout_rows(device: str, side: int, batch: int, reps: int) -> list[str]:
+    """Table 3's rows: one AdamW + L1 training step of each of :data:`TRAIN_LAYOUT_MODELS` in NCHW
+    and in channels_last, interleaved ``reps`` times after one warm-up step each."""
+    rows = []
+    for name in TRAIN_LAYOUT_MODELS:
+        torch.manual_seed(0)
+        nchw = build_isp(name).to(device)
+        cl = build_isp(name).to(device)
+        cl.load_state_dict(nchw.state_dict())
+        cl = cl.to(memory_format=torch.channels_last)
+        gen = torch.Generator().manual_seed(batch)
+        raw = torch.rand(batch, 4, side // 2, side // 2, generator=gen).to(device)
+        x = model_input(raw, nchw.input_kind, PreprocessConfig(black=0.0, white=1.0))
+        target = torch.rand(batch, 3, side, side, generator=gen).to(device)
+        steps = []
+        for model, fmt in ((nchw, torch.contiguous_format), (cl, torch.channels_last)):
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+            xi, ti = x.contiguous(memory_format=fmt), target.contiguous(memory_format=fmt)
+
+            def step(model=model, opt=opt, xi=xi, ti=ti) -> None:
+                opt.zero_grad(set_to_none=True)
+                F.l1_loss(model(xi), ti).backward()
+                opt.step()
+
+            steps.append(step)
+        t_old, t_new = interleaved(steps[0], steps[1], device, reps)
+        ratio = [o / n for o, n in zip(t_old, t_new)]
+        diff = max(float((a - b).abs().max()) for a, b in zip(nchw.state_dict().values(), cl.state_dict().values()))
+        rows.append(f"| {name} | {batch} | {_mmm([t * 1e3 for t in t_old])} | {_mmm([t * 1e3 for t in t_new])} | "
+                    f"{_mmm(ratio)} | {diff:.1e} |")
+    return rows
+
+
+def print_train_layout(rows: list[str]) -> None:
+    print("| model | batch | NCHW step ms min/med/max | channels_last step ms min/med/max | "
+          "ratio NCHW/channels_last min/med/max (pairs) | max weight diff |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(row)
+
+
 def main() -> None:
     parser = standard_parser(__doc__, "128x128 output")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions (>= 5 for the README)")
+    parser.add_argument("--train-layout-only", action="store_true", help="table 3 alone (training step, NCHW vs channels_last)")
+    parser.add_argument("--side", type=int, default=0, help="output side in pixels (default 512, --quick 128)")
+    parser.add_argument("--batch", type=int, default=4, help="table 3's batch (default 4)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     threads = args.threads or default_threads()
     side, reps = (128, args.repeats) if args.quick else (512, args.repeats)
+    side = args.side or side
+    if args.train_layout_only:
+        with use_threads(threads):
+            print(f"device: {device}, threads: {torch.get_num_threads()}, output {side}x{side}, batch {args.batch}, "
+                  f"{reps} interleaved repeats\n")
+            print_train_layout(train_layout_rows(device, side, args.batch, reps))
+        return
     with use_threads(threads):
         sizes = (512,) if args.quick else (1024, 2048, 3072)
         peaks = [matmul_peak_gflops(device, sizes, reps)]
@@ -176,6 +237,8 @@ def main() -> None:
         print("|---|---:|---:|")
         for label, batch, ts in train_rows:
             print(f"| {label} | {batch} | {_mmm([t * 1e3 for t in ts])} |")
+        print()
+        print_train_layout(train_layout_rows(device, side, 4, reps))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@ A second table gives steps/s per architecture in the study's configuration (cpu 
 crops, batch 16) and splits a step's time into data (batch assembly), potential (its step + R1),
 experts (the discriminators' step), balancing (the committee's generator terms with their
 gradient norms) and map (forward, cost, backward, optimiser, EMA), from the trainer's own timers.
+
+A third table times the same whole UOT step in NCHW and in channels_last
+(:meth:`~uotisp_lib.train.EpochTrainer.set_channels_last`: map, potential and experts, as
+``uotisp train --channels-last``), two trainers built from the same seed and stepped in turn on the
+same batches, ``--repeats`` pairs (default 5) after a warm-up: ms min / median / max and the median
+of the pair-by-pair ratios NCHW / channels_last (> 1: channels_last faster).
+``--layout-only`` prints that table alone.
 """
 
 from __future__ import annotations
@@ -36,9 +43,15 @@ SETTINGS: list[tuple[str, dict]] = [
 
 
 def main() -> None:
-    args = standard_parser(__doc__, "64x64 crops, batch 8, cpu widths").parse_args()
+    parser = standard_parser(__doc__, "64x64 crops, batch 8, cpu widths")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs of the layout table (>= 5)")
+    parser.add_argument("--layout-only", action="store_true", help="the NCHW vs channels_last table alone")
+    args = parser.parse_args()
     apply_threads(args.threads)
     device = resolve_device(args.device)
+    if args.layout_only:
+        layout_table(device, args.quick, args.repeats)
+        return
     side, batch, repeats, prof = (64, 8, 3, "cpu") if args.quick else (256, 16, 5, "full")
     study = get_profile(prof).uot
     print(f"device: {device}, threads: {torch.get_num_threads()}, sRGB {side}x{side}, batch {batch}, {prof} widths\n")
@@ -68,6 +81,7 @@ def main() -> None:
                 step = 1e3 * median_seconds(lambda: tr.train_step(stems, 0), device, repeats)
             print(f"| {arch} | {count_parameters(tr.model):,} | {label} | {base:.1f} | {step:.1f} | {step / base:.1f} |")
     phase_table(device, args.quick)
+    layout_table(device, args.quick, args.repeats)
 
 
 def phase_table(device: str, quick: bool) -> None:
@@ -98,6 +112,51 @@ def phase_table(device: str, quick: bool) -> None:
             total = sum(tr.timings.values())
             split = " | ".join(f"{100 * tr.timings.get(p, 0.0) / total:.0f}" for p in phases)
             print(f"| {arch} | {steps / total:.2f} | {split} |")
+
+
+def layout_table(device: str, quick: bool, repeats: int) -> None:
+    """UOT step ms in NCHW and channels_last, interleaved, per architecture of the study."""
+    import statistics
+    import time
+
+    from uotisp_lib.study import base_config
+
+    prof = "cpu" if quick else "full"
+    study = get_profile(prof).uot
+    batch, side = study.batch_size, 2 * (study.synth.patch if study.synth else get_profile(prof).synth.patch)
+    gen = torch.Generator().manual_seed(2)
+    n = 2 * batch
+    raw = torch.rand(n, 4, side // 2, side // 2, generator=gen) * 0.8 + 0.1
+    tgt = torch.rand(n, 3, side, side, generator=gen)
+    stems = tuple(f"r{i}" for i in range(n))
+    print(f"\n{prof} study configuration, whole UOT step: patches {side} px, crop {study.crop}, batch {batch}, "
+          f"{repeats} interleaved pairs\n")
+    print("| arch | NCHW step ms min/med/max | channels_last step ms min/med/max | ratio NCHW/channels_last min/med/max (pairs) |")
+    print("|---|---:|---:|---:|")
+
+    def mmm(v: list[float]) -> str:
+        return f"{min(v):.1f} / {statistics.median(v):.1f} / {max(v):.1f}"
+
+    for arch in study.archs:
+        cfg = base_config(study, arch, 0)
+        with tempfile.TemporaryDirectory() as tmp:
+            pair = [UOTTrainer(cfg, PatchSet(stems, raw), PatchSet(tuple(f"t{i}" for i in range(n)), tgt), f"{tmp}/{k}",
+                               device=device) for k in range(2)]
+            pair[1].set_channels_last(True)
+            times: list[list[float]] = [[], []]
+            for k in range(repeats + 1):
+                batch_stems = list(stems[(k % 2) * batch : (k % 2 + 1) * batch])
+                for tr, out in zip(pair, times):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    tr.train_step(batch_stems, 0)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    if k:  # the first pair is the warm-up
+                        out.append(1e3 * (time.perf_counter() - t0))
+        ratio = [a / b for a, b in zip(*times)]
+        print(f"| {arch} | {mmm(times[0])} | {mmm(times[1])} | {ratio and f'{min(ratio):.2f} / {statistics.median(ratio):.2f} / {max(ratio):.2f}'} |")
 
 
 if __name__ == "__main__":

@@ -158,6 +158,42 @@ def test_uot_run_resumes_then_is_reused_and_fresh_moves_it_aside(tmp_path, smoke
     assert not any(line.startswith("resumed") for line in lines)
 
 
+def test_channels_last_and_compile_flags_train_the_same_run_which_resumes_without_them(tmp_path, smoke, capsys, monkeypatch):
+    """--channels-last --compile change how the steps run, not the config (same hash, same folder):
+    an interrupted run with both resumes without them and ends where a plain run does (weights within
+    atol 1e-5, rtol 1e-4: only summation orders differ). --compile's backend is swapped for
+    aot_eager here (graph capture without generated C++, which takes ~35 s to compile)."""
+    import torch
+    from safetensors.torch import load_file
+
+    argv = ["train", "--trainer", "pseudo-pairs", "--mode", "paired", "--data", str(smoke),
+            "--set", "stage1_epochs=2", "--set", "batch_size=11", "--device", "cpu"]
+    assert main(argv + ["--out", str(tmp_path / "plain")]) == 0
+    seen = []
+    set_compile, fit = EpochTrainer.set_compile, EpochTrainer.fit
+    with monkeypatch.context() as m:
+        m.setattr(EpochTrainer, "set_compile", lambda self, backend: seen.append(backend) or set_compile(self, "aot_eager"))
+        m.setattr(EpochTrainer, "fit", lambda self, **kw: seen.append(self.channels_last) or fit(self, stop_after_epochs=1, **kw))
+        assert main(argv + ["--out", str(tmp_path / "fast"), "--channels-last", "--compile"]) == 0
+    assert seen == ["inductor", True]
+    assert main(argv + ["--out", str(tmp_path / "fast")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    firsts = [line.split("config hash ")[1].split()[0] for line in out if line.startswith("train ")]
+    assert len(firsts) == 3 and len(set(firsts)) == 1
+    assert "resumed from step 2" in "\n".join(out)
+    a, b = (load_file(str(tmp_path / r / "export" / "model.safetensors")) for r in ("plain", "fast"))
+    assert sorted(a) == sorted(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    # --compile without a C++ compiler on the CPU: one line, before any work
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    assert main(argv + ["--out", str(tmp_path / "x"), "--compile"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "uotisp train: error: --compile: torch.compile on the CPU needs a C++ compiler (no-such-compiler on PATH); "
+        "none found: install one, or train without --compile")
+    assert not (tmp_path / "x").exists()
+
+
 def test_pseudo_pairs_paired_run_exports_its_config(tmp_path, smoke, capsys):
     import json
 

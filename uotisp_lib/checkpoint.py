@@ -6,7 +6,8 @@ A checkpoint is a folder ``<root>/step-<NNNNNNNN>/`` holding
   pickle by anyone (``safetensors.torch.load_file``);
 - ``state.pt``: what resuming needs besides weights: optimiser and scheduler states, the step, the
   RNG states (Python, NumPy, torch CPU and CUDA, named ``torch.Generator`` objects), the history
-  of logged values and any extra JSON-able state;
+  of logged values, any extra JSON-able state and, only when the run has them (``--amp fp16``),
+  the ``GradScaler`` states (loss scale, growth tracker) under ``scalers``;
 - ``meta.json``: the step and a human-readable summary.
 
 The folder is written under a temporary name and renamed into place, then ``<root>/latest``
@@ -110,6 +111,10 @@ class TrainState:
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``torch.amp.GradScaler`` objects by optimiser name (fp16 only; empty: nothing is saved for them)
+    scalers: dict[str, Any] = field(default_factory=dict)
+    #: set by loading: the scalers the checkpoint held no state for (they start fresh)
+    fresh_scalers: list[str] = field(default_factory=list)
 
 
 #: the files of a checkpoint folder whose SHA-256 meta.json records
@@ -136,16 +141,16 @@ def save_checkpoint(root: str | Path, state: TrainState, keep: int = 2) -> Path:
             for k, v in model.state_dict().items()
         }
         save_file(tensors, str(tmp / "weights.safetensors"))
-        torch.save(
-            {
-                "step": state.step,
-                "optimizers": {k: o.state_dict() for k, o in state.optimizers.items()},
-                "rng": rng_state(state.generators),
-                "history": state.history,
-                "extra": state.extra,
-            },
-            tmp / "state.pt",
-        )
+        saved = {
+            "step": state.step,
+            "optimizers": {k: o.state_dict() for k, o in state.optimizers.items()},
+            "rng": rng_state(state.generators),
+            "history": state.history,
+            "extra": state.extra,
+        }
+        if state.scalers:  # only then: without them state.pt is what it always was
+            saved["scalers"] = {k: s.state_dict() for k, s in state.scalers.items()}
+        torch.save(saved, tmp / "state.pt")
         meta = {
             "step": state.step,
             "models": sorted(state.models),
@@ -268,7 +273,9 @@ def load_latest_checkpoint(root: str | Path, state: TrainState) -> Path | None:
 
 
 def load_checkpoint(path: str | Path, state: TrainState) -> TrainState:
-    """Restore ``state`` in place from a checkpoint folder (weights, optimisers, RNG, step, history)."""
+    """Restore ``state`` in place from a checkpoint folder (weights, optimisers, RNG, step, history,
+    and the GradScalers of ``state.scalers`` that the checkpoint holds: the others start fresh and
+    are listed in ``state.fresh_scalers``)."""
     path = Path(path)
     return _apply(path, *read_checkpoint(path), state)
 
@@ -281,6 +288,11 @@ def _apply(path: Path, tensors: dict[str, torch.Tensor], saved: dict[str, Any], 
             raise KeyError(f"{path}: no state for optimiser {k!r}")
         opt.load_state_dict(saved["optimizers"][k])
     set_rng_state(saved["rng"], state.generators)
+    held = saved.get("scalers", {})  # absent: saved without fp16, or before scalers were saved
+    for k, scaler in state.scalers.items():
+        if k in held:
+            scaler.load_state_dict(held[k])
+    state.fresh_scalers = sorted(k for k in state.scalers if k not in held)
     state.step = int(saved["step"])
     state.history = list(saved["history"])
     state.extra = dict(saved["extra"])

@@ -248,9 +248,11 @@ def pseudo_pair_config(study, arch: str = "colornet", seed: int = 0, paired: boo
 
 
 def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", preprocess: PreprocessConfig | None = None,
-            amp: str = "off", num_workers: int = 0, **fit_kw):
+            amp: str = "off", num_workers: int = 0, channels_last: bool = False, compile: bool = False, **fit_kw):
     """Train a :class:`~uotisp_lib.train.UOTTrainer` on ``data``; return ``(row, trainer)``.
-    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`; ``num_workers``: DataLoader workers
+    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`; ``channels_last`` / ``compile``:
+    :meth:`~uotisp_lib.train.EpochTrainer.set_channels_last` / ``set_compile`` (off: eager NCHW);
+    ``num_workers``: DataLoader workers
     reading streamed sources ahead (``load_training_data(..., stream=True)``; unused in memory);
     ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.train import UOTTrainer
@@ -271,10 +273,19 @@ def run_uot(data: TrainingData, cfg, run_dir: str | Path, device: str = "cpu", p
     )
     trainer.set_amp(amp)
     trainer.num_workers = num_workers
+    _speed_options(trainer, channels_last, compile)
     hist = trainer.fit(**fit_kw)
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model), **score_on(trainer, data.raw_test, data.gt_test)}
     row["proxy"] = hist[-1].get("proxy", float("nan"))
     return row, trainer
+
+
+def _speed_options(trainer, channels_last: bool, compile: bool) -> None:
+    """``--channels-last`` / ``--compile`` on a trainer (nothing when both are off)."""
+    if channels_last:
+        trainer.set_channels_last(True)
+    if compile:
+        trainer.set_compile("inductor")
 
 
 def run_pseudo_pair(
@@ -287,10 +298,12 @@ def run_pseudo_pair(
     extractor=None,
     amp: str = "off",
     num_workers: int = 0,
+    channels_last: bool = False,
+    compile: bool = False,
     **fit_kw,
 ):
     """Train a :class:`~uotisp_lib.train.PseudoPairTrainer` (paired when ``cfg.paired``); return ``(row, trainer)``.
-    ``amp``: :meth:`~uotisp_lib.train.EpochTrainer.set_amp`; ``num_workers``: as in :func:`run_uot`;
+    ``amp``, ``num_workers``, ``channels_last``, ``compile``: as in :func:`run_uot`;
     ``fit_kw`` (``progress``, ``log``) go to :meth:`~uotisp_lib.train.EpochTrainer.fit`."""
     from uotisp_lib.models import build_isp
     from uotisp_lib.train import PseudoPairTrainer
@@ -308,6 +321,7 @@ def run_pseudo_pair(
     )
     trainer.set_amp(amp)
     trainer.num_workers = num_workers
+    _speed_options(trainer, channels_last, compile)
     hist = trainer.fit(**fit_kw)
     row = {"arch": cfg.arch, "params": count_parameters(trainer.model),
            **score_on(trainer, data.raw_test, data.gt_test, se=True)}

@@ -164,6 +164,10 @@ class EpochTrainer:
     num_workers: int = 0
     #: mixed precision of the training forward passes: "off", "bf16" or "fp16" (CUDA; see set_amp)
     amp: str = "off"
+    #: training modules and their 4-D inputs in channels_last memory format (see set_channels_last)
+    channels_last: bool = False
+    #: torch.compile backend of the map's training forward passes, None: eager (see set_compile)
+    compiled: str | None = None
     #: this rank's share n_r / n of the current global batch (1 in a single process)
     share: float = 1.0
     _rows: slice = slice(None)
@@ -184,8 +188,9 @@ class EpochTrainer:
 
     def set_amp(self, mode: str, allow_cpu: bool = False) -> None:
         """Mixed precision for the training forward passes: ``"off"`` (float32), ``"bf16"``
-        (autocast to bfloat16) or ``"fp16"`` (float16 with one ``GradScaler`` per optimiser; its
-        scale is not checkpointed: a resumed run starts from the default scale). CUDA only: the
+        (autocast to bfloat16) or ``"fp16"`` (float16 with one ``GradScaler`` per optimiser; their
+        states are checkpointed with the run, so a resumed run continues with the same loss scale;
+        a checkpoint without them starts them fresh, said once). Call before :meth:`fit`. CUDA only: the
         CPU stays float32 and any other mode is refused (ValueError naming ``--amp``);
         ``allow_cpu`` lifts that for tests of the plumbing. R1 and evaluation always run in float32."""
         if mode not in AMP_MODES:
@@ -198,6 +203,37 @@ class EpochTrainer:
         if mode == "fp16":
             dev = "cuda" if self.device.startswith("cuda") else "cpu"
             self._scalers = {name: torch.amp.GradScaler(dev) for name in self.state.optimizers}
+        self.state.scalers = dict(self._scalers or {})  # saved in (and restored from) checkpoints
+
+    def training_modules(self) -> list[nn.Module]:
+        """The modules that train (every model of the state but the EMA copy)."""
+        return [m for k, m in self.state.models.items() if k != "ema"]
+
+    def set_channels_last(self, on: bool = True) -> None:
+        """Train in ``channels_last`` memory format (``--channels-last``): the parameters of
+        :meth:`training_modules` are converted in place (the optimisers keep them) and the step's
+        image inputs with :meth:`layout`. Same results within float rounding; checkpoints and
+        exports hold ordinary contiguous tensors, so a run resumes with or without it."""
+        fmt = torch.channels_last if on else torch.contiguous_format
+        for m in self.training_modules():
+            m.to(memory_format=fmt)
+        self.channels_last = bool(on)
+
+    def layout(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` in the training memory format (channels_last for 4-D tensors when :attr:`channels_last`)."""
+        return t.contiguous(memory_format=torch.channels_last) if self.channels_last and t.ndim == 4 else t
+
+    def set_compile(self, backend: str | None = "inductor") -> None:
+        """Compile the map's forward passes with ``torch.compile`` (``--compile``; ``None``: back to
+        eager). In place (``nn.Module.compile``), so the state dict keeps its keys (no
+        ``_orig_mod.`` prefix): checkpoints and exports are those of an eager run and resume either
+        way. The map only: the potential's R1 penalty differentiates its gradient (double backward,
+        which compiled graphs do not support), and the experts / discriminator are small."""
+        if backend is None:
+            self.model._compiled_call_impl = None  # what nn.Module.compile set
+        else:
+            self.model.compile(backend=backend)
+        self.compiled = backend
 
     def autocast(self):
         """The autocast context of :attr:`amp` for training forward passes (a no-op when off)."""
@@ -328,6 +364,9 @@ class EpochTrainer:
                     write_history(self.run_dir / HISTORY, self.state.history)
                 if log is not None and main:
                     log(self._resume_message())
+                if self.state.fresh_scalers and main:
+                    _say(log, f"{last.name} holds no GradScaler state (saved without --amp fp16, or by an older "
+                              f"version): the fp16 loss scales of {', '.join(self.state.fresh_scalers)} start fresh")
         if ddp:  # every rank starts from rank 0's tensors; rank-local RNGs from the run seed
             distributed.broadcast_modules(self.state.models.values())
             distributed.seed_rank(int(self.state.extra.get("config", {}).get("seed", 0)), self.state.step)
@@ -413,6 +452,16 @@ class EpochTrainer:
         (a run killed between its checkpoint and its export)."""
         if export_step(self.run_dir / "export") != self.state.step:
             self.export()
+
+
+def _say(log: Callable[[str], None] | None, message: str) -> None:
+    """Tell ``log`` (else a RuntimeWarning) one line."""
+    if log is not None:
+        log(message)
+    else:
+        import warnings
+
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 #: per-epoch history of a run, beside its ``ckpt`` folder
@@ -627,7 +676,7 @@ class PseudoPairTrainer(EpochTrainer):
                 x, _ = random_crops(x, cfg.crop, gen, scale)
                 y, _ = random_crops(y, cfg.crop, gen)
         # drawn for the whole global batch; this rank trains on its rows (all of them in one process)
-        x, y = self.local_rows(x).to(self.device), self.local_rows(y).to(self.device)
+        x, y = self.layout(self.local_rows(x).to(self.device)), self.layout(self.local_rows(y).to(self.device))
         logs: dict[str, float] = {}
         with self.autocast():
             y_hat = self.model(x)
@@ -893,7 +942,7 @@ class UOTTrainer(EpochTrainer):
             (y,) = aligned_crops([(y, 1)], cfg.crop, gen)
         # everything above was drawn for the whole global batch; this rank trains on its rows
         rows = self.local_rows
-        x, inp, ref, y = rows(x).to(dev), rows(inp).to(dev), rows(ref).to(dev), rows(y).to(dev)
+        x, inp, ref, y = rows(x).to(dev), self.layout(rows(inp).to(dev)), rows(ref).to(dev), self.layout(rows(y).to(dev))
         local_stems = stems[self._rows]
         gt_all = rows(gt_all) if gt_all is not None else None
         logs: dict[str, float] = {}
@@ -905,7 +954,7 @@ class UOTTrainer(EpochTrainer):
             cost_fake = self.cost(x, fake, reference=ref)
         for k in range(cfg.uot.potential_steps):
             if k:  # each further potential step sees a fresh draw of targets
-                y = rows(self._draw_targets(len(stems))).to(dev)
+                y = self.layout(rows(self._draw_targets(len(stems))).to(dev))
             with self.autocast():
                 loss_v, lv = uot.potential_loss(self.potential(y), self.potential(fake), cost_fake, cfg.uot)
             if cfg.uot.r1_gamma > 0:  # float32 (a gradient w.r.t. the input, then its gradient)

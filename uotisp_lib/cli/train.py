@@ -19,7 +19,9 @@ Several processes (data-parallel): ``torchrun --nproc_per_node=N --no-python uot
 (one GPU per process on CUDA, gloo processes on the CPU; ``batch_size`` stays the global batch, so
 the run is the single-process run with the same configuration and resumes under any N). Rank 0
 alone prints and writes; if a process dies the others stop and say so, and the same command
-resumes from the last checkpoint. ``--amp bf16|fp16`` trains in mixed precision on CUDA.
+resumes from the last checkpoint. ``--amp bf16|fp16`` trains in mixed precision on CUDA (the fp16
+loss scales are checkpointed); ``--channels-last`` and ``--compile`` change how the same steps run
+(the configuration and its hash stay the same, so a run resumes with or without them).
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=AMP_MODES, default="off",
                    help="mixed precision on CUDA: bf16, or fp16 with a gradient scaler (default off; "
                         "refused on the CPU, which trains in float32)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="train in channels_last memory format (same results within float rounding; off by default, "
+                        "see benchmarks/README.md for when it is faster)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the map with torch.compile (first steps slower; needs a C++ compiler on the CPU); "
+                        "checkpoints are the same, so a run resumes with or without it")
     p.add_argument("--stream", action="store_true",
                    help="read the patches per batch (memory-mapped .npy, decoded images) instead of loading whole "
                         "splits into memory: memory does not grow with the dataset (UP-ISP layouts; same results)")
@@ -263,12 +271,25 @@ def check_amp(amp: str, dev: str) -> None:
                          "CPU training stays float32, expected --amp off")
 
 
+def check_compile(compile: bool, dev: str) -> None:
+    """--compile on the CPU needs a C++ compiler for the generated kernels (one line naming it otherwise)."""
+    import shutil
+
+    if not compile or dev.startswith("cuda"):
+        return
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    if not any(shutil.which(n) for n in names):
+        raise ValueError(f"--compile: torch.compile on the CPU needs a C++ compiler ({', '.join(names)} on PATH); "
+                         "none found: install one, or train without --compile")
+
+
 def run(args: argparse.Namespace) -> int:
     from uotisp_lib import distributed
     from uotisp_lib.cli.common import device
 
     dev = distributed.local_device(device(args.device))
     check_amp(args.amp, dev)
+    check_compile(args.compile, dev)
     with distributed.process_group(dev):
         try:
             return _run(args, dev)
@@ -368,12 +389,14 @@ def _run(args: argparse.Namespace, dev: str) -> int:
         f"patches, {len(data.targets)} target patches; config hash {config_hash(cfg)}{procs} -> {out}")
     try:
         if args.trainer == "uot":
-            row, trainer = run_uot(data, cfg, out, dev, amp=args.amp, num_workers=args.workers, progress=True, log=say)
+            row, trainer = run_uot(data, cfg, out, dev, amp=args.amp, num_workers=args.workers, progress=True, log=say,
+                                   channels_last=args.channels_last, compile=args.compile)
         else:
             with distributed.main_first():  # a pair graph (and its caches) is built once, by rank 0
                 pair_fn, extractor = _pair_setup(args, paired, root, data, profile, dev)
             row, trainer = run_pseudo_pair(data, cfg, args.out, pair_fn, dev, _preprocess(), extractor,
-                                           amp=args.amp, num_workers=args.workers, progress=True, log=say)
+                                           amp=args.amp, num_workers=args.workers, progress=True, log=say,
+                                           channels_last=args.channels_last, compile=args.compile)
     except RunLockedError as err:
         raise ValueError(f"--out {err}") from None
     except ConfigMismatchError as err:
