@@ -81,13 +81,33 @@ def test_verdict_rules():
         for s in (0, 1):
             for i, img in enumerate("abc"):
                 rows.append({"arch": "n", "variant": v, "seed": s, "image": img, "psnr": p + 0.3 * i + 0.1 * s})
+    for s in (0, 1):
+        for i, img in enumerate("abc"):
+            rows.append({"arch": "n", "variant": "reference", "seed": s, "image": img, "psnr": 25.4 + 0.2 * i})
     got = {r["claim"]: r for r in st.verdict(summary, pd.DataFrame(rows))}
     assert got["paired UOT beats paired training"]["holds"] == "yes"
     assert got["unpaired rivals paired (within 1 dB)"]["holds"] == "yes"
     # semi - balanced is exactly 0.1 everywhere: SE 0, so it counts
     assert got["the unbalanced relaxation resists outlier targets (semi vs balanced)"]["holds"] == "yes"
-    assert got["no unpaired arm below the reference rendering"]["holds"] == "no"
-    assert "unpaired balanced" in got["no unpaired arm below the reference rendering"]["evidence"]
+    floor = got["no unpaired arm below the reference rendering"]
+    # balanced is 1.0 dB below the reference's 18.0 in the summary; per image, balanced - reference is
+    # -1.0 + 0.3 i + 0.1 s - (0.2 i): (-1.0, -0.9, -0.8 | -0.9, -0.8, -0.7): mean -0.85, far beyond 2 SE
+    assert floor["holds"] == "no"
+    assert "unpaired balanced -0.85 +- " in floor["evidence"] and "by more than 2 SE: unpaired balanced" in floor["evidence"]
+
+
+def test_verdict_floor_within_noise_is_not_shown():
+    summary = pd.DataFrame([{"arch": "n", "variant": "reference", "psnr": 20.0},
+                            {"arch": "n", "variant": "unpaired no cost", "psnr": 19.9}])
+    rows = [{"arch": "n", "variant": v, "seed": s, "image": img, "psnr": p}
+            for s in (0, 1) for img, dv in zip("ab", (-1.0, 0.8))
+            for v, p in (("reference", 20.0), ("unpaired no cost", 20.0 + dv + 0.1 * s))]
+    floor = {r["claim"]: r for r in st.verdict(summary, pd.DataFrame(rows))}["no unpaired arm below the reference rendering"]
+    assert floor["holds"] == "not shown"  # mean -0.05 dB, SE about 0.9: inside the noise
+    assert "unpaired no cost -0.05 +- " in floor["evidence"] and "by more than 2 SE" not in floor["evidence"]
+    summary.loc[1, "psnr"] = 20.5
+    assert {r["claim"]: r for r in st.verdict(summary, pd.DataFrame(rows))}[
+        "no unpaired arm below the reference rendering"]["holds"] == "yes"
 
 
 # ------------------------------------------------------------------------------------ benchmark
