@@ -278,7 +278,9 @@ compare = compare and (has_ground_truth(data, "train", "the study (its paired ar
 if compare:
     rows, per_image = uot_study.run_study(data, study, runs_dir / "study", device=run.device, cost=cost, workers=study.workers)
     wall = time.perf_counter() - t_start
+    trained = uot_study.study_wall(runs_dir / "study")  # the executions that trained the runs (this one or earlier)
     meta = config.run_metadata(run, study=study, cost=cost, wall_seconds_notebook=round(wall, 1),
+                               study_wall_seconds=trained["seconds"], study_executions=trained["executions"],
                                train_seconds_all_runs=round(float(rows.seconds.sum()), 1),
                                n_seeds={a: study.seeds_for(a) for a in study.archs},
                                n_test_images=int(rows.n_test_images.max()))
@@ -286,7 +288,8 @@ if compare:
     reporting.write_table(per_image, run.results_dir, "uot_study_per_image", metadata=meta, markdown=False)
     summary = uot_study.summarise_study(rows, per_image)
     reporting.write_table(summary, run.results_dir, "uot_study_summary", metadata=meta)
-    print(f"study done: {len(rows)} runs, {rows.seconds.sum() / 60:.1f} min of training and scoring "
+    print(f"study done: {len(rows)} runs, {rows.seconds.sum() / 60:.1f} min of training and scoring, "
+          f"{trained['seconds'] / 60:.1f} min of wall time over the {trained['executions']} execution(s) that trained them "
           f"(this execution: {wall / 60:.1f} min; finished runs are read back, not retrained)")
     cols = ["arch", "variant", "n_seeds", "n_test_images", "psnr", "psnr_se", "ssim", "de2000", "d_psnr", "d_psnr_se"]
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

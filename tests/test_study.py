@@ -220,13 +220,23 @@ def test_run_study_rows_resume_and_refuse_another_config(tiny_data, tmp_path):
     # the row's mean is the mean over images of the per-image values
     one = per_image[(per_image.variant == "unpaired UOT") & (per_image.seed == 1)]
     assert rows[(rows.variant == "unpaired UOT") & (rows.seed == 1)].psnr.item() == pytest.approx(one.psnr.mean())
-    # resume: a second call reads every result back (same seconds), trains nothing
+    wall = st.study_wall(tmp_path)
+    assert wall["runs_trained"] == 4 and wall["executions"] == 1 and wall["seconds"] >= rows.seconds.max() - 0.1
+    # resume: a second call reads every result back (same seconds), trains nothing, logs no wall time
     again, _ = st.run_study(tiny_data, TINY_STUDY, tmp_path, variants=arms, log=None)
     pd.testing.assert_frame_equal(rows, again)
+    assert st.study_wall(tmp_path) == wall
     with pytest.raises(ValueError, match="a result of another configuration is stored here"):
         st.run_study(tiny_data, dataclasses.replace(TINY_STUDY, lr_map=1e-2), tmp_path, variants=arms, log=None)
     with pytest.raises(ValueError, match="unknown arms"):
         st.run_study(tiny_data, TINY_STUDY, tmp_path, variants=("nope",), log=None)
+
+
+def test_study_wall_sums_the_executions_that_trained(tmp_path):
+    assert st.study_wall(tmp_path) == {"seconds": 0, "runs_trained": 0, "executions": 0}
+    st.record_wall(tmp_path, 100.04, 3, workers=2)
+    st.record_wall(tmp_path, 20.0, 1)
+    assert st.study_wall(tmp_path) == {"seconds": 120.0, "runs_trained": 4, "executions": 2}
 
 
 def test_cost_check_table_on_validation(tiny_data):

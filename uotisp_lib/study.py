@@ -315,7 +315,11 @@ def run_study(
                 jobs[key] = dict(kind=kind, cfg=cfg, arm_data=arm_data, data=data, study=study, arch=arch, variant=name,
                                  seed=seed, path=_result_path(out_dir, arch, name, seed),
                                  run_dir=out_dir / "runs" / arch / f"{slug(name)}-seed{seed}", device=device)
+    todo = sum(not j["path"].is_file() for j in jobs.values())
+    t0 = time.perf_counter()
     recs = run_jobs(jobs, workers, device)
+    if todo:
+        record_wall(out_dir, time.perf_counter() - t0, todo, workers)
     rows, per_image = [], []
     for arch, name, seed, key in plan:
         rec = recs[key]
@@ -326,6 +330,27 @@ def run_study(
         per_image += [{"arch": arch, "variant": name, "seed": seed, "image": r["image"], **{k: r[k] for k in METRICS}}
                       for r in rec["per_image"]]
     return pd.DataFrame(rows), pd.DataFrame(per_image)
+
+
+def record_wall(out_dir: str | Path, seconds: float, runs_trained: int, workers: int = 1) -> None:
+    """Append one execution's wall time to ``out_dir/wall.jsonl`` (an execution that trained
+    ``runs_trained`` runs; read back by :func:`study_wall`). Written whole or not at all."""
+    path = Path(out_dir) / "wall.jsonl"
+    entry = {"seconds": round(float(seconds), 1), "runs_trained": int(runs_trained), "workers": int(workers),
+             "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    uio.atomic_write_text(path, old + json.dumps(entry) + "\n")
+
+
+def study_wall(out_dir: str | Path) -> dict:
+    """Wall time the study's runs took to train, over the executions that trained any (a study
+    resumed after an interruption sums its parts): ``{"seconds", "runs_trained", "executions"}``;
+    zeros when ``out_dir/wall.jsonl`` does not exist. A notebook that only reads finished runs back
+    reports this, not its own (short) wall time, as the cost of the study."""
+    path = Path(out_dir) / "wall.jsonl"
+    entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
+    return {"seconds": round(sum(e["seconds"] for e in entries), 1), "runs_trained": sum(e["runs_trained"] for e in entries),
+            "executions": len(entries)}
 
 
 # ---------------------------------------------------------------------------------------- summary
