@@ -673,14 +673,18 @@ def test_prefetching_reader_stops_when_the_caller_stops_or_fails(tmp_path, monke
             next(gs.iter_grids_from_files(files, prefetch=bad))
 
 
-def test_reader_advises_the_next_image_only_once_a_read_waited_for_the_disk(tmp_path, monkeypatch):
+def test_reader_advises_the_next_image_only_when_it_is_not_cached(tmp_path, monkeypatch):
     files = [_save_case(tmp_path, c) for c in _grid_cases()]
-    advised, faults = [], iter([0, 0, 0, 5, 5, 5, 5, 5])  # image 1's read waits for the disk
+    assert uio.is_cached(files[1][-1])  # just written
+    cached = {str(f[-1]): True for f in files}
+    cached[str(files[2][-1])] = False  # image 2 is on the disk only
+    advised = []
+    monkeypatch.setattr(gs, "is_cached", lambda p: cached[str(p)])
     monkeypatch.setattr(gs, "advise_willneed", lambda paths: advised.append(list(paths)))
-    monkeypatch.setattr(gs, "_major_faults", lambda: next(faults))
     got = list(gs.iter_grids_from_files(files, prefetch=0))
     assert got == [st.infer_grid_from_files(f) for f in files]
-    assert advised == [files[3]]  # no advice until image 1 waited; then, reading image 2, for image 3
+    assert advised == [files[2]]  # asked while reading image 1
+    assert uio.is_cached(tmp_path / "missing.npy")  # the read reports it
 
 
 def test_cli_layouts_only_writes_the_same_csv_and_no_images(tmp_path, capsys):

@@ -348,6 +348,30 @@ def _npy_header(path: Path, fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dt
     return tuple(shape), bool(fortran), np.dtype(dtype), fh.tell()
 
 
+def is_cached(path: str | os.PathLike) -> bool:
+    """Whether the last byte of ``path`` is in the page cache: a one-byte ``preadv`` with
+    ``RWF_NOWAIT``, which fails rather than wait for the disk. ``True`` where that cannot be asked
+    (not Linux, a missing file: the read that follows reports it)."""
+    flag = getattr(os, "RWF_NOWAIT", None)
+    if flag is None:  # pragma: no cover - not Linux
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            os.preadv(fd, [bytearray(1)], size - 1, flag)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:  # pragma: no cover - e.g. a file system without RWF_NOWAIT
+        return True
+    finally:
+        os.close(fd)
+
+
 def advise_willneed(paths: Sequence[str | os.PathLike]) -> None:
     """Ask the kernel to start reading ``paths`` into the page cache now (``POSIX_FADV_WILLNEED``:
     asynchronous, returns at once; a no-op where unsupported). Missing or unreadable files are
