@@ -325,7 +325,12 @@ def main_cli(args: argparse.Namespace, root: Path, layouts: dict[str, list[int]]
                 corr = "-" if k == "L" else f"{grid_accuracy(out / k / 'layouts.csv', layouts):.1f}%"
                 rat = "- | - | -" if k == "L" else _stats(ratio, ".0f")
                 print(f"| {names[k]} | {_stats(walls, '.2f')} | {cpu:.2f} | {rss:.0f} | {rat} | {corr} |")
-            print(f"\nLoad average after the {cache} runs: {os.getloadavg()[0]:.2f}.\n")
+            if "B" in res:
+                ab = [a[0] / b[0] for a, b in zip(res["A"], res["B"])]
+                print(f"\nThis tree / baseline wall, pair by pair: min {min(ab):.3f}, median {statistics.median(ab):.3f}, "
+                      f"max {max(ab):.3f}.")
+            print(f"\nLoad average after the {cache} runs: {os.getloadavg()[0]:.2f}. Peak RSS cannot read below "
+                  f"this process's own: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB.\n")
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
