@@ -288,7 +288,8 @@ def main_cli(args: argparse.Namespace, root: Path, layouts: dict[str, list[int]]
     cmds = {"L": ([py, "-c", LOAD_ONLY, str(root)], _env(ROOT))}
 
     def stitch(tag: str, tree: Path):
-        argv = [py, "-m", "uotisp_lib.cli", "stitch", "--input", str(root), "--output", str(out / tag), "--layouts-only"]
+        argv = [py, "-m", "uotisp_lib.cli", "stitch", "--input", str(root), "--output", str(out / tag)]
+        argv.append("--layouts-only")
         return argv, _env(tree)
 
     cmds["A"] = stitch("A", ROOT)
@@ -314,8 +315,8 @@ def main_cli(args: argparse.Namespace, root: Path, layouts: dict[str, list[int]]
                         evict(files)
                     res[k].append(run_process(argv, env))
             print(f"### {cache} page cache\n")
-            print("| whole process | wall s min | median | max | cpu s median | peak RSS MiB median | % of load-only rate "
-                  "(pair by pair) min | median | max | correct |")
+            print("| whole process | wall s min | median | max | cpu s median | peak RSS MiB median "
+                  "| % of load-only rate (pair by pair) min | median | max | correct |")
             print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for k, runs in res.items():
                 walls = [r[0] for r in runs]
@@ -327,8 +328,8 @@ def main_cli(args: argparse.Namespace, root: Path, layouts: dict[str, list[int]]
                 print(f"| {names[k]} | {_stats(walls, '.2f')} | {cpu:.2f} | {rss:.0f} | {rat} | {corr} |")
             if "B" in res:
                 ab = [a[0] / b[0] for a, b in zip(res["A"], res["B"])]
-                print(f"\nThis tree / baseline wall, pair by pair: min {min(ab):.3f}, median {statistics.median(ab):.3f}, "
-                      f"max {max(ab):.3f}.")
+                med = statistics.median(ab)
+                print(f"\nThis tree / baseline wall, pair by pair: min {min(ab):.3f}, median {med:.3f}, max {max(ab):.3f}.")
             print(f"\nLoad average after the {cache} runs: {os.getloadavg()[0]:.2f}. Peak RSS cannot read below "
                   f"this process's own: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB.\n")
     finally:
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--library", action="store_true", help="the in-process library rows instead of the whole command")
-    ap.add_argument("--baseline", type=Path, default=None, help="source tree of a baseline command (whole-command mode)")
+    ap.add_argument("--baseline", type=Path, default=None, help="source tree of a baseline command (whole command)")
     args = ap.parse_args(argv)
     if args.quick:
         args.n_images, args.patch, args.repeats = 12, 64, 1

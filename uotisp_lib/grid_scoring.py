@@ -286,8 +286,9 @@ def iter_grids_from_files(
     strips of up to ``prefetch`` images ahead of the one being scored (file reads and NumPy copies
     release the GIL) and, when the next image's files are not in the page cache, advises the kernel
     to fetch them (``WILLNEED``), so a cold disk and the scorer work at once; ``prefetch=0`` reads
-    in the calling thread. The results are the same either way, bitwise. Closing the generator early (``break``, an exception in the
-    caller) cancels the reads not started and waits for the one running (one image at most).
+    in the calling thread. The results are the same either way, bitwise. Closing the generator early
+    (``break``, an exception in the caller) cancels the reads not started and waits for the one
+    running (one image at most).
     """
     _check_file_args(border, method, "iter_grids_from_files")
     if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
