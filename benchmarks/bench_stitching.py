@@ -1,6 +1,20 @@
 """Benchmark: grid inference over all factor pairs vs merely loading the RAW patch files.
 
-    python benchmarks/bench_stitching.py [--quick] [--data DIR] [--n-images 200] [--threads 1]
+    python benchmarks/bench_stitching.py [--quick] [--data DIR] [--n-images 200] [--baseline TREE]
+    python benchmarks/bench_stitching.py --library [--threads 1] ...
+
+Default (whole command, issue 15 part 6): times ``uotisp stitch --input DIR --output OUT
+--layouts-only`` as a user runs it (a new process, default options, start-up included) against
+its reference, the *load-only pass*: a process that ``np.load``s every ``.npy`` file of ``DIR``
+(Python + NumPy start-up included), and, with ``--baseline TREE``, the same command run from
+another source tree (e.g. ``git archive`` of the previous commit; ``PYTHONPATH=TREE``). The
+commands run in turn (L A [B] L A [B] ...) ``--repeats`` times (>= 5), warm (every file read
+before) and then cold (every file evicted from the page cache with
+``posix_fadvise(POSIX_FADV_DONTNEED)`` before each run; no root needed). Per run: wall seconds,
+user + system CPU and peak RSS of the child (``os.wait4``); the rate ratio (load-only wall /
+command wall) is taken pair by pair. ``% correct``: grids in ``layouts.csv`` equal to the truth.
+
+``--library``: the older in-process rows described below.
 
 Builds (once; reused when ``DIR/meta.json`` matches) a UP-ISP-like set in ``--data`` (default: a
 temporary folder, removed afterwards): ``<imageid>_<idx>.npy`` packed RAW patches (uint16
@@ -25,9 +39,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import csv
 import multiprocessing as mp
+import os
 import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,13 +53,24 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from uotisp_lib import io as uio  # noqa: E402
-from uotisp_lib import stitching as st  # noqa: E402
 from uotisp_lib.config import CHALLENGE_LAYOUTS  # noqa: E402
+from uotisp_lib.grid_scoring import DEFAULT_BORDER  # noqa: E402
+
+# torch and uotisp_lib.stitching are imported by _import_torch() only (set generation runs in a forked
+# child; library mode): the whole-command mode's process stays small, and a child's peak RSS
+# (os.wait4) cannot read below the peak of the process that started it.
+torch = F = st = None
+
+
+def _import_torch() -> None:
+    global torch, F, st
+    import torch
+    import torch.nn.functional as F
+
+    from uotisp_lib import stitching as st
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
 RAW_MAX = 1023
@@ -86,6 +115,7 @@ def build_set(root: Path, n_images: int, patch: int, seed: int) -> dict[str, lis
         meta = json.loads(meta_path.read_text())
         if meta.get("params") == want:
             return meta["layouts"]
+    _import_torch()
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob("*.npy"):
         old.unlink()
@@ -110,7 +140,7 @@ def _paths(root: Path, layouts: dict[str, list[int]]) -> list[list[Path]]:
     return [[root / f"{k}_{i}.npy" for i in range(r * c)] for k, (r, c) in layouts.items()]
 
 
-def read_strips(paths: list[Path], kind: str, b: int = st.DEFAULT_BORDER) -> tuple[np.ndarray, np.ndarray]:
+def read_strips(paths: list[Path], kind: str, b: int = DEFAULT_BORDER) -> tuple[np.ndarray, np.ndarray]:
     """Baseline strip reads through ``np.load`` (kind ``np.load`` or ``np.load-mmap``): the four border
     strips (all 4 channels) of one image's patch files, ``lr [2, N, h, b, 4]`` (right, left) and
     ``bt [2, N, b, w, 4]`` (bottom, top), uint16. The fast path is the library's
@@ -184,6 +214,128 @@ def _best_time(fn, repeats: int) -> float:
     return best
 
 
+
+# --------------------------------------------------------------------------------------------------
+# Whole command against the load-only pass (default mode)
+# --------------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The reference: a process that fully loads every patch file of the folder, in name order.
+LOAD_ONLY = (
+    "import os, sys, numpy as np\n"
+    "d = sys.argv[1]\n"
+    "for e in sorted(os.listdir(d)):\n"
+    "    if e.endswith('.npy'):\n"
+    "        np.load(os.path.join(d, e))\n"
+)
+
+
+def evict(paths: list[Path]) -> None:
+    """Drop ``paths`` from the page cache (``POSIX_FADV_DONTNEED``; clean pages only, no root needed)."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def warm(paths: list[Path]) -> None:
+    """Read every file once (page cache warm)."""
+    for p in paths:
+        with open(p, "rb", buffering=0) as fh:
+            while fh.read(1 << 20):
+                pass
+
+
+def run_process(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, int]:
+    """Run ``argv`` to completion -> (wall s, user + system s, peak RSS MiB, exit code)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{argv[:4]}... failed with exit code {proc.returncode}: {err.strip()[-500:]}")
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, proc.returncode
+
+
+def _env(tree: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree)
+    return env
+
+
+def grid_accuracy(csv_path: Path, truth: dict[str, list[int]]) -> float:
+    """% of the images of ``truth`` whose ``layouts.csv`` row has the true rows and cols."""
+    with open(csv_path, newline="") as fh:
+        got = {r["image_id"]: (r["rows"], r["cols"]) for r in csv.DictReader(fh)}
+    ok = sum(got.get(k) == (str(r), str(c)) for k, (r, c) in truth.items())
+    return 100.0 * ok / len(truth)
+
+
+def _stats(xs: list[float], fmt: str) -> str:
+    return " | ".join(format(v, fmt) for v in (min(xs), statistics.median(xs), max(xs)))
+
+
+def main_cli(args: argparse.Namespace, root: Path, layouts: dict[str, list[int]]) -> None:
+    """Whole-process table: load-only pass (L), this tree's command (A), ``--baseline`` tree's (B)."""
+    files = sorted(root.glob("*.npy"))
+    out = Path(tempfile.mkdtemp(prefix="bench_stitch_out_", dir=root.parent))
+    py = sys.executable
+    cmds = {"L": ([py, "-c", LOAD_ONLY, str(root)], _env(ROOT))}
+
+    def stitch(tag: str, tree: Path):
+        argv = [py, "-m", "uotisp_lib.cli", "stitch", "--input", str(root), "--output", str(out / tag)]
+        argv.append("--layouts-only")
+        return argv, _env(tree)
+
+    cmds["A"] = stitch("A", ROOT)
+    if args.baseline is not None:
+        cmds["B"] = stitch("B", args.baseline.resolve())
+    names = {"L": "load-only pass (np.load every file)", "A": "uotisp stitch --layouts-only (this tree)",
+             "B": f"uotisp stitch --layouts-only (baseline {args.baseline})"}
+    n_files, size_gb = len(files), sum(p.stat().st_size for p in files) / 1e9
+    print(f"## Whole command vs load-only pass ({len(layouts)} images, {n_files} files, {size_gb:.2f} GB, "
+          f"patches {args.patch}x{args.patch}x4 uint16; {args.repeats} interleaved repetitions)\n")
+    mix = {f"{r}x{c}": list(map(tuple, layouts.values())).count((r, c)) for r, c in CHALLENGE_LAYOUTS}
+    print(f"Layout mix: {mix}. Load average before: {os.getloadavg()[0]:.2f}.\n")
+    try:
+        for cache in ("warm", "cold"):
+            res: dict[str, list[tuple[float, float, float, int]]] = {k: [] for k in cmds}
+            if cache == "warm":
+                warm(files)
+                for k, (argv, env) in cmds.items():  # untimed warm-up run of each
+                    run_process(argv, env)
+            for _ in range(args.repeats):
+                for k, (argv, env) in cmds.items():
+                    if cache == "cold":
+                        evict(files)
+                    res[k].append(run_process(argv, env))
+            print(f"### {cache} page cache\n")
+            print("| whole process | wall s min | median | max | cpu s median | peak RSS MiB median "
+                  "| % of load-only rate (pair by pair) min | median | max | correct |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for k, runs in res.items():
+                walls = [r[0] for r in runs]
+                cpu = statistics.median(r[1] for r in runs)
+                rss = statistics.median(r[2] for r in runs)
+                ratio = [100 * lo[0] / r[0] for lo, r in zip(res["L"], runs)]
+                corr = "-" if k == "L" else f"{grid_accuracy(out / k / 'layouts.csv', layouts):.1f}%"
+                rat = "- | - | -" if k == "L" else _stats(ratio, ".0f")
+                print(f"| {names[k]} | {_stats(walls, '.2f')} | {cpu:.2f} | {rss:.0f} | {rat} | {corr} |")
+            if "B" in res:
+                ab = [a[0] / b[0] for a, b in zip(res["A"], res["B"])]
+                med = statistics.median(ab)
+                print(f"\nThis tree / baseline wall, pair by pair: min {min(ab):.3f}, median {med:.3f}, max {max(ab):.3f}.")
+            print(f"\nLoad average after the {cache} runs: {os.getloadavg()[0]:.2f}. Peak RSS cannot read below "
+                  f"this process's own: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB.\n")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="12 images of 64 px patches, 1 repeat")
@@ -191,12 +343,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-images", type=int, default=200)
     ap.add_argument("--patch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--library", action="store_true", help="the in-process library rows instead of the whole command")
+    ap.add_argument("--baseline", type=Path, default=None, help="source tree of a baseline command (whole command)")
     args = ap.parse_args(argv)
     if args.quick:
         args.n_images, args.patch, args.repeats = 12, 64, 1
-    torch.set_num_threads(args.threads)
+    if args.baseline is not None and not (args.baseline / "uotisp_lib" / "cli").is_dir():
+        raise SystemExit(f"--baseline {args.baseline}: expected a source tree holding uotisp_lib/cli")
     tmp = None
     root = args.data
     if root is None:
@@ -212,6 +367,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"building the set in {root} failed (exit code {child.exitcode})")
         layouts = build_set(root, args.n_images, args.patch, args.seed)  # reads meta.json
         t_build = time.perf_counter() - t0
+        if not args.library:
+            main_cli(args, root, layouts)
+            return
+        _import_torch()
+        torch.set_num_threads(args.threads)
         images = _paths(root, layouts)
         truth = [tuple(v) for v in layouts.values()]
         n_files = sum(len(p) for p in images)

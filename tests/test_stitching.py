@@ -587,6 +587,106 @@ def test_infer_grid_from_files_errors_name_the_file(tmp_path):
         st.infer_grid_from_files(paths, method="median")
 
 
+def _reader_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("uotisp-strips")]
+
+
+def _same_results(a, b):
+    """Equal choices (exact floats) and equal exceptions (type and message), in order."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        if isinstance(x, Exception):
+            assert (type(x), str(x)) == (type(y), str(y))
+        else:
+            assert x == y
+
+
+@pytest.mark.parametrize("method", st.METHODS)
+def test_prefetching_reader_returns_what_the_sequential_path_returns(tmp_path, method):
+    files = [_save_case(tmp_path, c) for c in _grid_cases()]
+    junk = tmp_path / "junk_1.npy"
+    junk.write_bytes(b"\x93NUMPY garbage" * 20)
+    hot = np.load(files[2][0])
+    hot[0, 0, 1] = 2000  # in the top strip: out of the 10-bit range
+    hot_path = tmp_path / "hot_0.npy"
+    np.save(hot_path, hot)
+    images = [
+        files[0],
+        [files[1][0], junk, *files[1][2:]],
+        files[2],
+        [*files[3][:-1], tmp_path / "gone_11.npy"],
+        files[3],
+        [hot_path, *files[2][1:]],
+        files[1],
+    ]
+    seq = list(gs.iter_grids_from_files(images, method=method, prefetch=0))
+    assert [type(r).__name__ for r in seq] == ["GridChoice", "RawFormatError", "GridChoice", "FileNotFoundError"] + [
+        "GridChoice",
+        "RawFormatError",
+        "GridChoice",
+    ]
+    assert str(seq[1]).startswith(f"{junk}: could not be read as .npy")
+    assert str(seq[3]) == f"{tmp_path / 'gone_11.npy'}: no such file; expected a .npy packed RAW patch (HxWx4)"
+    assert str(seq[5]).startswith(f"{hot_path}: values outside the 10-bit range 0..1023 in its border strips")
+    for i, k in ((0, 0), (2, 2), (4, 3), (6, 1)):
+        assert seq[i] == st.infer_grid_from_files(files[k], method=method)
+        assert (seq[i].rows, seq[i].cols) == (_grid_cases()[k].rows, _grid_cases()[k].cols)
+    for prefetch in (1, 2, 8):
+        _same_results(list(gs.iter_grids_from_files(images, method=method, prefetch=prefetch)), seq)
+        assert _reader_threads() == []
+    assert list(gs.iter_grids_from_files([], prefetch=2)) == []
+    _same_results(list(gs.iter_grids_from_files(images[:1], method=method, prefetch=2)), seq[:1])
+
+
+def test_prefetching_reader_stops_when_the_caller_stops_or_fails(tmp_path, monkeypatch):
+    files = [_save_case(tmp_path, c) for c in _grid_cases()] * 3
+    gen = gs.iter_grids_from_files(files, prefetch=2)
+    assert next(gen) == st.infer_grid_from_files(files[0])
+    gen.close()  # the caller breaks off: pending reads are cancelled, the running one joined
+    assert _reader_threads() == []
+    real = gs.choose_from_raw_strips
+    calls = []
+
+    def failing(raw, *args):
+        calls.append(raw.paths[0])
+        if len(calls) == 2:
+            raise RuntimeError("scorer failed")
+        return real(raw, *args)
+
+    monkeypatch.setattr(gs, "choose_from_raw_strips", failing)
+    with pytest.raises(RuntimeError, match="scorer failed"):
+        list(gs.iter_grids_from_files(files, prefetch=2))
+    assert _reader_threads() == []
+    monkeypatch.setattr(gs, "choose_from_raw_strips", real)
+
+    def reader_fails(paths, *args, **kwargs):
+        raise MemoryError("reader failed")  # not a file problem: propagates from the thread
+
+    monkeypatch.setattr(gs, "read_raw_strips", reader_fails)
+    with pytest.raises(MemoryError, match="reader failed"):
+        list(gs.iter_grids_from_files(files, prefetch=2))
+    assert _reader_threads() == []
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=f"prefetch must be an integer >= 0, got {bad!r}"):
+            next(gs.iter_grids_from_files(files, prefetch=bad))
+
+
+def test_reader_advises_the_next_image_only_when_it_is_not_cached(tmp_path, monkeypatch):
+    files = [_save_case(tmp_path, c) for c in _grid_cases()]
+    assert uio.is_cached(files[1][-1])  # just written
+    cached = {str(f[-1]): True for f in files}
+    cached[str(files[2][-1])] = False  # image 2 is on the disk only
+    advised = []
+    monkeypatch.setattr(gs, "is_cached", lambda p: cached[str(p)])
+    monkeypatch.setattr(gs, "advise_willneed", lambda paths: advised.append(list(paths)))
+    got = list(gs.iter_grids_from_files(files, prefetch=0))
+    assert got == [st.infer_grid_from_files(f) for f in files]
+    assert advised == [files[2]]  # asked while reading image 1
+    assert uio.is_cached(tmp_path / "missing.npy")  # the read reports it
+
+
 def test_cli_layouts_only_writes_the_same_csv_and_no_images(tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
@@ -603,6 +703,7 @@ def test_cli_layouts_only_writes_the_same_csv_and_no_images(tmp_path, capsys):
     assert (fast["scene_a"]["rows"], fast["scene_a"]["cols"]) == ("2", "7")
     assert fast["odd"]["status"].startswith(f"skipped: {src / 'odd_1.npy'}: .npy header (shape (8, 10, 4)")
     assert sorted(p.name for p in (tmp_path / "fast").iterdir()) == ["layouts.csv"]
+    assert _reader_threads() == []
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ the files unless ``--kind`` is given. Output folder:
 - ``layouts.csv``: one row per image id (see :data:`CSV_COLUMNS`), written atomically.
 
 With ``--layouts-only`` only ``layouts.csv`` is written; RAW patches then go through the fast path
-(:func:`uotisp_lib.stitching.infer_grid_from_files`: only the border strips are read, headers are
-checked per file, the 10-bit range only on the strips), which gives the same grids.
+(:func:`uotisp_lib.grid_scoring.iter_grids_from_files`: only the border strips are kept, headers are
+checked per file, the 10-bit range only on the strips; one reader thread reads the next images
+while the current one is scored), which gives the same grids.
 
 An image whose indices are missing or duplicated, whose files cannot be read, or whose patches
 differ in shape is never stitched (nothing is shifted to fill a gap): it gets a ``skipped: ...``
@@ -23,11 +24,13 @@ with low confidence is still written, with ``low_confidence = True`` and a warni
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io as _stdio
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -144,11 +147,24 @@ def _stitch_one(kind: str, stack: np.ndarray, args: argparse.Namespace) -> tuple
     return choice, full.astype(stack.dtype)  # integers below 2**24: exact in float32
 
 
-def _choose_from_files(paths: list[Path], args: argparse.Namespace) -> grid_scoring.GridChoice:
-    """Grid choice of one image's RAW patch files from their border strips only (``--layouts-only``)."""
-    return grid_scoring.infer_grid_from_files(
-        paths, border=args.border, min_confidence=args.min_confidence, method=args.method
-    )
+def _results(
+    kind: str, groups: list[list[Path]], args: argparse.Namespace, layouts_only: bool
+) -> Iterator[tuple[grid_scoring.GridChoice, np.ndarray | None] | Exception]:
+    """Per image of ``groups``, in order: ``(choice, stitched array or None)``, or the
+    ``ValueError`` / ``OSError`` that names its unreadable or mismatched files. RAW with
+    ``--layouts-only``: border strips only, read by a prefetching thread ahead of the scoring
+    (:func:`uotisp_lib.grid_scoring.iter_grids_from_files`; the same choices as reading in turn)."""
+    if layouts_only and kind == "raw":
+        fast = grid_scoring.iter_grids_from_files(groups, args.border, args.min_confidence, args.method)
+        with contextlib.closing(fast):  # closing this generator closes the reader thread too
+            for res in fast:
+                yield res if isinstance(res, Exception) else (res, None)
+        return
+    for group in groups:
+        try:
+            yield _stitch_one(kind, _read_group(kind, group), args)
+        except (ValueError, OSError) as err:  # RawFormatError / ImageFormatError are ValueErrors
+            yield err
 
 
 def _row(image_id: str, n: int, choice: grid_scoring.GridChoice | None, status: str) -> dict[str, object]:
@@ -174,6 +190,26 @@ def _csv_text(rows: list[dict[str, object]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def _write_one(
+    kind: str, dst: Path, image_id: str, n: int, choice: grid_scoring.GridChoice, full: np.ndarray | None, args
+) -> dict[str, object]:
+    """Write one image's outputs (none for ``--layouts-only``), warn on low confidence; its CSV row."""
+    if full is None:
+        pass
+    elif kind == "raw":
+        uio.save_raw(dst / f"{image_id}.npy", full)
+        uio.save_image(dst / f"{image_id}.png", raw_preview(full))
+    else:
+        uio.save_image(dst / f"{image_id}.png", full)
+    if choice.low_confidence:
+        print(
+            f"warning: image {image_id!r}: grid {choice.rows}x{choice.cols} chosen with low confidence "
+            f"{choice.confidence:.3f} (< {args.min_confidence}); runner-up {choice.second}",
+            file=sys.stderr,
+        )
+    return _row(image_id, n, choice, "low_confidence" if choice.low_confidence else "ok")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -202,31 +238,15 @@ def run(args: argparse.Namespace) -> int:
             image_id = stem
         counts[image_id] = counts.get(image_id, 0) + 1
     layouts_only = bool(getattr(args, "layouts_only", False))
-    for image_id, stems in groups.items():
-        group = [paths[s] for s in stems]
-        try:
-            if layouts_only and kind == "raw":
-                choice, full = _choose_from_files(group, args), None
-            else:
-                choice, full = _stitch_one(kind, _read_group(kind, group), args)
-        except (ValueError, OSError) as err:  # RawFormatError / ImageFormatError are ValueErrors
-            skipped.setdefault(image_id, []).append(str(err))
-            continue
-        if layouts_only:
-            pass
-        elif kind == "raw":
-            uio.save_raw(dst / f"{image_id}.npy", full)
-            uio.save_image(dst / f"{image_id}.png", raw_preview(full))
-        else:
-            uio.save_image(dst / f"{image_id}.png", full)
-        status = "low_confidence" if choice.low_confidence else "ok"
-        if choice.low_confidence:
-            print(
-                f"warning: image {image_id!r}: grid {choice.rows}x{choice.cols} chosen with low confidence "
-                f"{choice.confidence:.3f} (< {args.min_confidence}); runner-up {choice.second}",
-                file=sys.stderr,
-            )
-        rows.append(_row(image_id, len(stems), choice, status))
+    images = list(groups.items())
+    results = _results(kind, [[paths[s] for s in stems] for _, stems in images], args, layouts_only)
+    with contextlib.closing(results):  # stops the reader thread if writing fails
+        for (image_id, stems), res in zip(images, results):
+            if isinstance(res, Exception):
+                skipped.setdefault(image_id, []).append(str(res))
+                continue
+            choice, full = res
+            rows.append(_write_one(kind, dst, image_id, len(stems), choice, full, args))
     for image_id, details in skipped.items():
         reason = "; ".join(details)
         print(f"warning: image {image_id!r} skipped: {reason}", file=sys.stderr)
