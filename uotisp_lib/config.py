@@ -260,7 +260,8 @@ _PROFILES: dict[str, Profile] = {
         match=MatchStudy(backend="dinov2", k_images=10),
         train=TrainStudy(stage1_epochs=10, stage2_epochs=5, batch_size=24, lr=1e-4, d_width=64),
         uot=UOTStudy(arch="unet_isp", archs=("tinyraw", "colornet", "unet_isp"), epochs=50, batch_size=32,
-                     tau=7.86, lr_map=2e-4, potential_width=64, expert_width=32),
+                     tau=7.86, lr_map=2e-4, potential_width=64, expert_width=32,
+                     crop=256),  # the papers train on 256 px sRGB crops of the 512 px sRGB patches
     ),
 }
 
