@@ -66,7 +66,7 @@ def _peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def measure(what: str, root: Path, batch: int, workers: int, seed: int) -> dict:
+def measure(what: str, root: Path, batch: int, workers: int, seed: int, crop: int | None = None) -> dict:
     """One measurement in this (child) process -> ``{"seconds", "samples", "peak"}``."""
     import torch
 
@@ -116,7 +116,7 @@ def measure(what: str, root: Path, batch: int, workers: int, seed: int) -> dict:
 
         steps = int(what[5:])
         data = load_training_data(root, proxy_fraction=0.0, seed=seed, stream=True)
-        cfg = PseudoPairConfig(arch="colornet", batch_size=batch, stage1_epochs=1, stage2_epochs=0, seed=seed)
+        cfg = PseudoPairConfig(arch="colornet", batch_size=batch, stage1_epochs=1, stage2_epochs=0, seed=seed, crop=crop)
         trainer = PseudoPairTrainer(cfg, model_inputs(data.raw_train, "rgb", None), data.targets,
                                     random_pair_fn(data.targets.stems), root / "run")  # deleted with the files
         stems = list(trainer.sources.stems)
@@ -131,7 +131,7 @@ def measure(what: str, root: Path, batch: int, workers: int, seed: int) -> dict:
 
 def child(what: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", what, "--root", str(args.root), "--batch", str(args.batch),
-           "--workers", str(args.workers)]
+           "--workers", str(args.workers)] + (["--crop", str(args.crop)] if args.crop else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -146,10 +146,12 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the files")
     p.add_argument("--train-steps", type=int, default=0,
                    help="also run this many colornet pseudo-pair training steps on the streamed data (peak RSS, s/step)")
+    p.add_argument("--crop", type=int, default=None,
+                   help="training crops (sRGB pixels) of the --train-steps steps (default: whole 512x512 patches)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.root, args.batch, args.workers, seed=0)))
+        print(json.dumps(measure(args.child, args.root, args.batch, args.workers, seed=0, crop=args.crop)))
         return 0
     made = args.root is None
     args.root = Path(tempfile.mkdtemp(prefix="bench_data_")) if made else args.root
@@ -185,7 +187,8 @@ def main() -> int:
               f"{mem_full / GIB:.1f} (linear) | |")
         if args.train_steps:
             tr = child(f"train{args.train_steps}", args)
-            print(f"| colornet training, {args.train_steps} steps of {args.batch} (streamed) | "
+            print(f"| colornet training, {args.train_steps} steps of {args.batch}, "
+                  f"{f'{args.crop} px crops' if args.crop else 'whole patches'} (streamed) | "
                   f"{tr['samples'] / tr['seconds']:.2f} ({tr['seconds'] / args.train_steps:.1f} s/step) | "
                   f"{tr['peak'] / GIB:.2f} | {tr['peak'] / GIB:.2f} (per step: does not grow) | "
                   f"< 4 GiB: {'met' if tr['peak'] < 4 * GIB else 'NOT met'} |")
