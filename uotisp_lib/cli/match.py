@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if has_gt:
         check_ground_truth(data)  # before the long work: every ground truth the size of its RAW
     seed_everything(args.seed)
+    from uotisp_lib.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the descriptor loop reuses its freed activations instead of page-faulting
     t0 = time.perf_counter()
     graph, diag = build_pair_graph(
         Path(args.data), args.method, k=args.k, k_patch=args.k_patch, backend=args.backend, seed=args.seed,
