@@ -825,8 +825,8 @@ def build_pair_graph(
     target_ids: Sequence[str] | None = None,
 ) -> tuple[PairGraph, dict[str, Any]]:
     """End to end over a UP-ISP layout: RAW patches -> preprocessing -> stitched images ->
-    descriptors (streamed one image at a time, :func:`describe_split`) -> :func:`match_images` (``method``) -> :func:`match_patches` -> patch
-    :class:`PairGraph`. Returns ``(graph, diagnostics)`` with timings, backends and
+    descriptors (streamed one image at a time, :func:`describe_split`) -> :func:`match_images`
+    (``method``) -> :func:`match_patches` -> patch :class:`PairGraph`. Returns ``(graph, diagnostics)`` with timings, backends and
     :func:`collapse_stats` at image and patch level. ``cache="default"`` uses
     :class:`~uotisp_lib.features.DescriptorCache` under ``cache_dir()``; ``None`` disables it.
     ``target_ids`` restricts the targets to those images (e.g. to hold some out for validation).
