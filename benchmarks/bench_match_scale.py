@@ -14,8 +14,10 @@ image, cut into its grid.
 Then runs ``uotisp match --data DIR --out ...`` with its default options (the way a user
 invokes it; threads from the environment, e.g. ``OMP_NUM_THREADS``) under ``/usr/bin/time -v``:
 ``--repeats`` cold runs, each with an empty descriptor cache (``$UOTISP_CACHE`` set to a fresh
-folder) and, with ``--cached-run``, each followed by a rerun on the cache it wrote (resume). Prints a Markdown table: wall, user+sys CPU, peak RSS of the
-process, minor / major page faults, min / median / max over the repeats.
+folder) and, with ``--cached-run``, each followed by a rerun on the cache it wrote (resume).
+Prints a Markdown table: wall, user+sys CPU, peak RSS of the process, minor / major page
+faults, min / median / max over the repeats. The "before" rows of ``benchmarks/README.md`` ran
+this script with ``PYTHONPATH`` pointing at an export of the earlier commit.
 """
 
 from __future__ import annotations

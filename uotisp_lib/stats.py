@@ -113,8 +113,8 @@ def soft_histogram_uv(rgb: Tensor, bins: int = 32, sigma: float = 0.03) -> Tenso
     entry ``u*bins + v``), each row sums to 1.
 
     The 2-D Gaussian kernel is separable, so we build per-pixel weights over U bins and V bins
-    (``[B,P,bins]`` each) and contract them with one batched matmul; memory ``2*B*H*W*bins`` (without gradients: blocks of :data:`HIST_BLOCK` pixels)
-    instead of ``B*H*W*bins^2``.
+    (``[B,P,bins]`` each) and contract them with one batched matmul; memory ``2*B*H*W*bins``
+    instead of ``B*H*W*bins^2`` (without gradients: blocks of :data:`HIST_BLOCK` pixels).
     """
     _check_4d(rgb, "soft_histogram_uv")
     _check_bins(bins, sigma, "soft_histogram_uv")
