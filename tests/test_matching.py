@@ -351,7 +351,7 @@ def test_build_pair_graph_and_quality(smoke_root, descriptor, tmp_path):
     assert diag["backends"]["backbone"] == "efficientnet_lite0"
     assert diag["n_source_patches"] == len(graph) and diag["patch_level"]["n_targets"] == len(jpeg_stems)
     n_cached = len(list((tmp_path / "cache").glob("*.npy")))
-    assert n_cached == 2 * (diag["n_source_images"] + diag["n_target_images"])
+    assert n_cached == 3 * (diag["n_source_images"] + diag["n_target_images"])  # image, patches, grid
     again, _ = M.build_pair_graph(smoke_root, "ot", k=2, descriptor=descriptor, cache=cache)  # from cache
     assert (again.targets == graph.targets).all() and np.allclose(again.weights, graph.weights, atol=1e-6)
     q = M.pair_quality(smoke_root, graph)
@@ -391,3 +391,42 @@ def test_build_pair_graph_errors(tmp_path, descriptor):
         M.pair_quality(tmp_path, _graph())
     with pytest.raises(FileNotFoundError, match="nowhere"):
         M.build_pair_graph(tmp_path / "nowhere", "ot", descriptor=descriptor, cache=None)
+
+
+def test_describe_split_equals_loading_everything_then_describing(smoke_root, descriptor):
+    """The streamed describe_split gives the values of load_image_set + describe_image_set."""
+    from uotisp_lib.preprocessing import Preprocessor
+
+    pre = Preprocessor()
+    for kind in ("raws", "jpegs"):
+        full = M.load_image_set(smoke_root, "train", kind, pre if kind == "raws" else None)
+        img, patches = M.describe_image_set(full, descriptor)
+        got = M.describe_split(smoke_root, "train", kind, descriptor, pre)
+        assert got.ids == full.ids and got.stems == full.stems and got.files == full.files
+        assert got.low_confidence == full.low_confidence
+        assert torch.allclose(got.image_desc, img, atol=1e-6)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got.patch_desc, patches))
+    sub = M.describe_split(smoke_root, "train", "jpegs", descriptor, image_ids=full.ids[1:2])
+    assert sub.ids == full.ids[1:2] and torch.allclose(sub.image_desc, img[1:2], atol=1e-6)
+
+
+def test_build_pair_graph_resumes_from_the_cache(smoke_root, descriptor, tmp_path, monkeypatch):
+    """A rerun reads no pixels of the images already described; after a kill (entries of some
+    images missing) only those are described again; the graph is the same each time."""
+    from uotisp_lib.features import DescriptorCache
+
+    cache = DescriptorCache(tmp_path / "cache")
+    first, _ = M.build_pair_graph(smoke_root, "fgw", k=2, descriptor=descriptor, cache=cache)
+    described = []
+    real = M._describe_one
+    monkeypatch.setattr(M, "_describe_one", lambda raw, *a: described.append(raw.shape[0]) or real(raw, *a))
+    again, _ = M.build_pair_graph(smoke_root, "fgw", k=2, descriptor=descriptor, cache=cache)
+    assert described == []
+    assert (again.sources == first.sources).all() and (again.targets == first.targets).all()
+    assert np.array_equal(again.weights, first.weights)
+    entries = sorted((tmp_path / "cache").glob("*.npy"))
+    for e in entries[:4]:  # as if killed before these were written
+        e.unlink()
+    resumed, _ = M.build_pair_graph(smoke_root, "fgw", k=2, descriptor=descriptor, cache=cache)
+    assert 1 <= len(described) <= 4
+    assert (resumed.targets == first.targets).all() and np.array_equal(resumed.weights, first.weights)

@@ -125,3 +125,20 @@ def test_gram_known_and_upper():
         stats.gram_upper(torch.rand(1, 2, 3))
     with pytest.raises(ValueError, match=r"gram_matrix: expected a tensor of shape \[B,C,H,W\]"):
         stats.gram_matrix(torch.rand(2, 3))
+
+
+def test_blocked_histograms_equal_the_direct_ones():
+    """Without gradients, images larger than HIST_BLOCK pixels take the blocked in-place path
+    (clamped exponent): same histograms as the direct path within float32 round-off."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 150, 131, generator=g)  # 19,650 pixels: one full block and a partial one
+    x[1, :, :40] = torch.tensor([0.9, 0.05, 0.1]).view(3, 1, 1)  # far from most bins: underflowing weights
+    assert x.shape[2] * x.shape[3] > stats.HIST_BLOCK
+    xg = x.clone().requires_grad_(True)
+    with torch.no_grad():
+        hy, huv = stats.soft_histogram_y(x), stats.soft_histogram_uv(x)
+    ry, ruv = stats.soft_histogram_y(xg), stats.soft_histogram_uv(xg)  # the direct (differentiable) path
+    assert ry.requires_grad and not hy.requires_grad
+    assert torch.allclose(hy, ry.detach(), rtol=1e-5, atol=1e-9)
+    assert torch.allclose(huv, ruv.detach(), rtol=1e-5, atol=1e-9)
+    assert torch.allclose(hy.sum(1), torch.ones(2)) and torch.allclose(huv.sum(1), torch.ones(2))

@@ -18,7 +18,6 @@ Tensors in, tensors out; every solver runs on the descriptors' device (POT's tor
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io as _io
 import json
 import logging
@@ -722,6 +721,92 @@ def describe_image_set(
     return torch.stack(img_desc), patch_desc
 
 
+@dataclass
+class DescribedSet:
+    """One side of the matching, described image by image (:func:`describe_split`): per image id,
+    its patch stems and files, its image descriptor (row of ``image_desc [n_images,D]``), its patch
+    descriptors ``[n_patches,D_b]`` and whether its grid was a low-confidence guess."""
+
+    ids: list[str]
+    stems: list[list[str]]
+    files: list[list[Path]]
+    image_desc: Tensor
+    patch_desc: list[Tensor]
+    low_confidence: list[bool]
+
+
+def _describe_one(raw: Tensor, kind: str, descriptor: Any, preprocessor: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """One image's patches ``[n,C,h,w]`` (RAW units or sRGB in [0,1]) -> (image descriptor ``[D]``,
+    patch descriptors ``[n,D_b]``, grid ``[rows, cols, low_confidence]`` int64), exactly as
+    :func:`load_image_set` + :func:`describe_image_set` compute them."""
+    from uotisp_lib.stitching import infer_grid, stitch
+
+    if kind == "raws":
+        grid = infer_grid(raw, kind="raw")
+        with torch.no_grad():
+            rgb = preprocessor(raw).clamp(0, 1)
+    else:
+        rgb = raw
+        grid = infer_grid(rgb, kind="rgb")
+    img = descriptor.describe(stitch(rgb, grid.rows, grid.cols)[None])[0].float().cpu()
+    patches = descriptor.describe_backbone(rgb).float().cpu()
+    return img, patches, torch.tensor([grid.rows, grid.cols, int(bool(grid.low_confidence))])
+
+
+def describe_split(
+    root: str | os.PathLike,
+    split: str,
+    kind: str,
+    descriptor: Any,
+    preprocessor: Any = None,
+    cache: Any = None,
+    settings_extra: Mapping[str, Any] | None = None,
+    image_ids: Sequence[str] | None = None,
+) -> DescribedSet:
+    """Descriptors of one side of a UP-ISP layout, streamed one image at a time: each image is
+    read, preprocessed (``raws``), stitched, described and dropped, so memory holds one image and
+    the descriptors, never the whole set. With ``cache`` (a
+    :class:`~uotisp_lib.features.DescriptorCache`) each image's descriptors and grid are looked up
+    first, by the content of its files, and written as soon as computed: a rerun, or a run resumed
+    after a kill, reads no pixels of the images already described. Same values as
+    :func:`load_image_set` + :func:`describe_image_set`. ``image_ids``: only these images."""
+    from uotisp_lib.data.layouts import LayoutError, scan_dataset
+
+    lay = scan_dataset(root)
+    paths = lay.paths(split, kind)
+    if not paths:
+        raise LayoutError(f"{Path(root) / split / kind}: no files; matching needs {split}/{kind}")
+    if kind == "raws" and preprocessor is None:
+        from uotisp_lib.preprocessing import Preprocessor
+
+        preprocessor = Preprocessor()
+    base = dict(descriptor.settings(), **(settings_extra or {}))
+    wanted = None if image_ids is None else set(image_ids)
+    out = DescribedSet([], [], [], torch.empty(0), [], [])
+    img_rows: list[Tensor] = []
+    for image_id, stems in lay.images(split, kind).items():
+        if wanted is not None and image_id not in wanted:
+            continue
+        files = [paths[s] for s in stems]
+        entries = None if cache is None else cache.entries(files, [dict(base, part=p) for p in ("image", "patches", "grid")])
+        got = None if cache is None else cache.read(entries)
+        if got is None:
+            got = _describe_one(lay.read_patches(split, kind, image_id), kind, descriptor, preprocessor)
+            if cache is not None:
+                cache.write(entries, got)
+        img, patches, grid = got
+        out.ids.append(image_id)
+        out.stems.append(list(stems))
+        out.files.append(files)
+        img_rows.append(img.float())
+        out.patch_desc.append(patches.float())
+        out.low_confidence.append(bool(grid[2]))
+    if not out.ids:
+        raise ValueError(f"describe_split: none of the {len(wanted or ())} image_ids is an image of {Path(root) / split / kind}")
+    out.image_desc = torch.stack(img_rows)
+    return out
+
+
 @use_threads()  # the thread policy: an enclosing --threads, else the free cores
 def build_pair_graph(
     root: str | os.PathLike,
@@ -740,15 +825,22 @@ def build_pair_graph(
     target_ids: Sequence[str] | None = None,
 ) -> tuple[PairGraph, dict[str, Any]]:
     """End to end over a UP-ISP layout: RAW patches -> preprocessing -> stitched images ->
-    descriptors -> :func:`match_images` (``method``) -> :func:`match_patches` -> patch
-    :class:`PairGraph`. Returns ``(graph, diagnostics)`` with timings, backends and
+    descriptors (streamed one image at a time, :func:`describe_split`) -> :func:`match_images`
+    (``method``) -> :func:`match_patches` -> patch :class:`PairGraph`. Returns ``(graph, diagnostics)`` with timings, backends and
     :func:`collapse_stats` at image and patch level. ``cache="default"`` uses
     :class:`~uotisp_lib.features.DescriptorCache` under ``cache_dir()``; ``None`` disables it.
     ``target_ids`` restricts the targets to those images (e.g. to hold some out for validation).
     """
+    from uotisp_lib.data.layouts import LayoutError, scan_dataset
     from uotisp_lib.features import Descriptor, DescriptorCache
 
     t0 = time.perf_counter()
+    lay = scan_dataset(root)  # both sides checked before the long work
+    for kind in ("raws", "jpegs"):
+        if not lay.paths(split, kind):
+            raise LayoutError(f"{Path(root) / split / kind}: no files; matching needs {split}/{kind}")
+    if target_ids is not None and not set(target_ids) & set(lay.images(split, "jpegs")):
+        raise ValueError(f"build_pair_graph: none of the {len(set(target_ids))} target_ids is a target image of {root}")
     if descriptor is None:
         descriptor = Descriptor(backend=backend, device=device)
     if cache == "default":
@@ -757,18 +849,11 @@ def build_pair_graph(
         from uotisp_lib.preprocessing import Preprocessor
 
         preprocessor = Preprocessor()
-    src = load_image_set(root, split, "raws", preprocessor)
-    tgt = load_image_set(root, split, "jpegs")
-    if target_ids is not None:
-        wanted = set(target_ids)
-        keep = [i for i, t in enumerate(tgt.ids) if t in wanted]
-        if not keep:
-            raise ValueError(f"build_pair_graph: none of the {len(wanted)} target_ids is a target image of {root}")
-        tgt = ImageSet(*([getattr(tgt, f.name)[i] for i in keep] for f in dataclasses.fields(ImageSet)))
-    t_load = time.perf_counter()
+    t_load = time.perf_counter()  # reading is streamed with describing (describe_split)
     pre = {"preprocessor": repr(preprocessor)}
-    src_img, src_patch = describe_image_set(src, descriptor, cache, pre)
-    tgt_img, tgt_patch = describe_image_set(tgt, descriptor, cache)
+    src = describe_split(root, split, "raws", descriptor, preprocessor, cache, pre)
+    tgt = describe_split(root, split, "jpegs", descriptor, None, cache, None, target_ids)
+    src_img, src_patch, tgt_img, tgt_patch = src.image_desc, src.patch_desc, tgt.image_desc, tgt.patch_desc
     t_desc = time.perf_counter()
     im = match_images(src_img.to(device), tgt_img.to(device), method, k=k, alpha=alpha, eps=eps, seed=seed)
     graph = match_patches(

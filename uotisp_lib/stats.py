@@ -63,6 +63,27 @@ def _kernel(values: Tensor, bins: int, sigma: float) -> Tensor:
     return torch.exp(-0.5 * (d / sigma) ** 2)
 
 
+#: pixels per block of the no-grad histogram path (a ``[B,HIST_BLOCK,bins]`` buffer, reused)
+HIST_BLOCK = 16384
+
+
+def _kernel_into(values: Tensor, centres: Tensor, sigma: float, out: Tensor) -> Tensor:
+    """:func:`_kernel` of ``values [B,p]`` written in place into ``out [B,>=p,bins]`` -> its ``[B,p,bins]`` view.
+
+    The exponent is clamped at -80 (weights below exp(-80) = 1.8e-35 become exactly that): torch's
+    exp takes a path about 10x slower for arguments that underflow, and most of a pixel's bins are
+    far from it."""
+    o = out[:, : values.shape[1]]
+    torch.sub(values.unsqueeze(-1), centres, out=o)
+    o.mul_(1.0 / sigma).square_().mul_(-0.5).clamp_(min=-80.0).exp_()
+    return o
+
+
+def _blocked(values: Tensor) -> bool:
+    """Take the blocked, in-place path: no gradient is needed and the image is larger than a block."""
+    return not (torch.is_grad_enabled() and values.requires_grad) and values.shape[1] > HIST_BLOCK
+
+
 def _normalise(h: Tensor) -> Tensor:
     return h / h.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(h.dtype).tiny)
 
@@ -71,12 +92,20 @@ def soft_histogram_y(rgb: Tensor, bins: int = 64, sigma: float = 0.02) -> Tensor
     """Soft histogram of BT.601 luma: ``[B,3,H,W] -> [B,bins]``, each row sums to 1.
 
     Each pixel adds ``exp(-(Y - c_i)^2 / (2 sigma^2))`` to bin i (centres ``(i + 0.5)/bins``).
-    Memory ``B*H*W*bins`` values.
+    Memory ``B*H*W*bins`` values with gradients; without, blocks of :data:`HIST_BLOCK` pixels.
     """
     _check_4d(rgb, "soft_histogram_y")
     _check_bins(bins, sigma, "soft_histogram_y")
     y = rgb_to_yuv(rgb)[:, 0].flatten(1)
-    return _normalise(_kernel(y, bins, sigma).sum(dim=1))
+    if not _blocked(y):
+        return _normalise(_kernel(y, bins, sigma).sum(dim=1))
+    # no grad, large image: blocks of HIST_BLOCK pixels through one reused buffer (same sums, no
+    # B*H*W*bins temporaries: those made the descriptor's page faults and most of its time)
+    c, buf = bin_centres(bins, y), y.new_empty(y.shape[0], HIST_BLOCK, bins)
+    h = y.new_zeros(y.shape[0], bins)
+    for i in range(0, y.shape[1], HIST_BLOCK):
+        h += _kernel_into(y[:, i : i + HIST_BLOCK], c, sigma, buf).sum(dim=1)
+    return _normalise(h)
 
 
 def soft_histogram_uv(rgb: Tensor, bins: int = 32, sigma: float = 0.03) -> Tensor:
@@ -85,14 +114,24 @@ def soft_histogram_uv(rgb: Tensor, bins: int = 32, sigma: float = 0.03) -> Tenso
 
     The 2-D Gaussian kernel is separable, so we build per-pixel weights over U bins and V bins
     (``[B,P,bins]`` each) and contract them with one batched matmul; memory ``2*B*H*W*bins``
-    instead of ``B*H*W*bins^2``.
+    instead of ``B*H*W*bins^2`` (without gradients: blocks of :data:`HIST_BLOCK` pixels).
     """
     _check_4d(rgb, "soft_histogram_uv")
     _check_bins(bins, sigma, "soft_histogram_uv")
     yuv = rgb_to_yuv(rgb)
-    ku = _kernel(yuv[:, 1].flatten(1), bins, sigma)
-    kv = _kernel(yuv[:, 2].flatten(1), bins, sigma)
-    joint = torch.bmm(ku.transpose(1, 2), kv)  # [B,bins,bins]
+    u, v = yuv[:, 1].flatten(1), yuv[:, 2].flatten(1)
+    if not _blocked(u):
+        ku = _kernel(u, bins, sigma)
+        kv = _kernel(v, bins, sigma)
+        joint = torch.bmm(ku.transpose(1, 2), kv)  # [B,bins,bins]
+        return _normalise(joint.flatten(1))
+    c = bin_centres(bins, u)
+    bu, bv = u.new_empty(u.shape[0], HIST_BLOCK, bins), u.new_empty(u.shape[0], HIST_BLOCK, bins)
+    joint = u.new_zeros(u.shape[0], bins, bins)
+    for i in range(0, u.shape[1], HIST_BLOCK):
+        ku = _kernel_into(u[:, i : i + HIST_BLOCK], c, sigma, bu)
+        kv = _kernel_into(v[:, i : i + HIST_BLOCK], c, sigma, bv)
+        joint.baddbmm_(ku.transpose(1, 2), kv)
     return _normalise(joint.flatten(1))
 
 

@@ -1,7 +1,9 @@
 """``uotisp match``: build the semantic pseudo-pair graph of a UP-ISP style dataset.
 
-Reads ``<data>/train/raws`` and ``<data>/train/jpegs``, computes descriptors (cached under
-``cache_dir()/descriptors``), matches images (``--method``) then patches, and writes
+Reads ``<data>/train/raws`` and ``<data>/train/jpegs`` one image at a time and computes its
+descriptors (cached under ``cache_dir()/descriptors`` as soon as computed, keyed by file content
+and settings: a rerun or a killed run resumed skips the images already described), matches
+images (``--method``) then patches, and writes
 ``GRAPH.npz`` plus ``GRAPH.csv`` (``source,target,weight,rank``) and ``GRAPH.json`` (diagnostics,
 backends, versions). With ground truth (``train/gt``, the synthetic benchmark) it also reports
 the colour-statistics pair quality against the random floor.
@@ -57,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if has_gt:
         check_ground_truth(data)  # before the long work: every ground truth the size of its RAW
     seed_everything(args.seed)
+    from uotisp_lib.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the descriptor loop reuses its freed activations instead of page-faulting
     t0 = time.perf_counter()
     graph, diag = build_pair_graph(
         Path(args.data), args.method, k=args.k, k_patch=args.k_patch, backend=args.backend, seed=args.seed,
