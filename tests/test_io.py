@@ -512,3 +512,48 @@ def test_read_raw_strips_border_and_range(tmp_path):
     inner[3, 2, 0] = 4000  # interior pixel: never read (documented)
     np.save(tmp_path / "inner.npy", inner)
     assert uio.read_raw_strips([tmp_path / "inner.npy"], 2).right.max() == 0
+
+
+# ------------------------------------------------------------------- read_srgb's JPEG fast path
+def _photo_crop(h: int = 48, w: int = 64) -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[100:100 + h, 150:150 + w])
+
+
+def _pillow_decode(path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@pytest.mark.parametrize("variant", ["baseline", "progressive", "subsampled 4:2:0", "grayscale", "png"])
+def test_read_srgb_fast_jpeg_path_equals_pillow(tmp_path, variant):
+    from PIL import Image
+
+    img = _photo_crop()
+    path = tmp_path / ("a.png" if variant == "png" else "a.jpg")
+    pil = Image.fromarray(img).convert("L") if variant == "grayscale" else Image.fromarray(img)
+    kw = {"png": {}, "baseline": {"quality": 95, "subsampling": 0}, "progressive": {"quality": 90, "progressive": True},
+          "grayscale": {"quality": 95}, "subsampled 4:2:0": {"quality": 80, "subsampling": 2}}[variant]
+    pil.save(path, **kw)
+    fast = uio._decode_colour_jpeg(path)
+    assert (fast is None) == (variant in ("png", "grayscale"))  # only colour JPEGs take the fast path
+    got = uio.read_srgb(path)
+    assert got.dtype == np.uint8 and got.shape == (48, 64, 3)
+    np.testing.assert_array_equal(got, _pillow_decode(path))  # bit-identical to Pillow's decode
+
+
+def test_read_srgb_jpeg_errors_are_unchanged(tmp_path):
+    from PIL import Image
+
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(_photo_crop()).convert("CMYK").save(cmyk, quality=95)
+    assert uio._decode_colour_jpeg(cmyk) is None
+    with pytest.raises(uio.ImageFormatError, match=r"cmyk\.jpg: expected an RGB, RGBA or grayscale image, got CMYK"):
+        uio.read_srgb(cmyk)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(uio.ImageFormatError, match=r"bad\.jpg: could not be read as an image"):
+        uio.read_srgb(bad)

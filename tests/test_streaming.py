@@ -211,3 +211,4 @@ def test_batch_buffers_are_reused_only_when_nothing_holds_them(root):
         assert d.data_ptr() == ptr  # its buffer is written again, not a fresh allocation
         torch.testing.assert_close(d, mem.select(a_stems), rtol=0, atol=0)
         torch.testing.assert_close(c, mem.select(c_stems), rtol=0, atol=0)
+
