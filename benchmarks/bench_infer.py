@@ -10,7 +10,7 @@ values). Then, ``--repeats`` times, interleaved (CLI, library, CLI, library, ...
 
 - **CLI**: ``python -m uotisp_lib.cli infer --checkpoint ... --input ... --output ... --overwrite
   --threads T`` as a whole process (interpreter start-up and imports included): wall seconds, output
-  MP/s (the megapixels of the written sRGB images), peak RSS of that process (``os.wait4``).
+  MP/s (the megapixels of the written sRGB images), peak RSS of that process (``/usr/bin/time``).
 - **render**: :func:`uotisp_lib.inference.render` on the RAW patches already in memory (preprocessing
   + model, in process, ``T`` threads).
 - **model**: the network's forward alone on inputs already in its format (``channels_last``,
@@ -48,6 +48,7 @@ from uotisp_lib.threads import use_threads  # noqa: E402
 
 LAYOUTS = ((2, 7), (7, 2), (5, 7), (7, 5), (6, 7), (7, 6))
 BATCH = 16  # uotisp infer's default --batch
+PNG_LEVEL = 1  # uotisp infer's default --png-level
 
 
 def build_data(root: Path, patch: int, images: int) -> Path:
@@ -65,15 +66,17 @@ def cli_run(checkpoint: Path, src: Path, dst: Path, threads: int) -> tuple[float
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), MPLBACKEND="Agg")
     cmd = [sys.executable, "-m", "uotisp_lib.cli", "infer", "--checkpoint", str(checkpoint), "--input", str(src),
            "--output", str(dst), "--overwrite", "--threads", str(threads)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"uotisp infer failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
-    return wall, usage.ru_maxrss / 1024
+    # /usr/bin/time measures the peak: a child forked from this (large) process would report this
+    # process's RSS at the fork as its own ru_maxrss (Linux keeps it across exec)
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        start = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"uotisp infer failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+        peak_kib = float(rss.read().strip().splitlines()[-1])
+    return wall, peak_kib / 1024
 
 
 def load_patches(src: Path) -> dict[str, torch.Tensor]:
@@ -101,7 +104,7 @@ def stage_split(bundle, src: Path, dst: Path) -> dict[str, float]:
         grid = infer_grid(raw, kind="raw")
         s3 = time.perf_counter()
         img = (stitch(out, grid.rows, grid.cols).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        uio.save_image(dst / f"{image_id}.png", np.ascontiguousarray(img))
+        uio.save_image(dst / f"{image_id}.png", np.ascontiguousarray(img), png_level=PNG_LEVEL)
         s4 = time.perf_counter()
         for k, a, b in (("read", s0, s1), ("render", s1, s2), ("grid", s2, s3), ("stitch + write", s3, s4)):
             t[k] += b - a
@@ -109,7 +112,7 @@ def stage_split(bundle, src: Path, dst: Path) -> dict[str, float]:
 
 
 def fmt(xs: list[float]) -> str:
-    return f"{min(xs):.3g} / {statistics.median(xs):.3g} / {max(xs):.3g}"
+    return " / ".join(f"{v:.3g}" if v < 100 else f"{v:.0f}" for v in (min(xs), statistics.median(xs), max(xs)))
 
 
 def main() -> None:
