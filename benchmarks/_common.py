@@ -22,11 +22,6 @@ def standard_parser(doc: str, quick_help: str) -> argparse.ArgumentParser:
     return parser
 
 
-def apply_threads(threads: int) -> None:
-    if threads:
-        torch.set_num_threads(threads)
-
-
 def seconds(fn: Callable[[], object], device: str, repeats: int, warmup: int = 1) -> list[float]:
     """Wall times of ``repeats`` calls of ``fn`` after ``warmup`` (CUDA synchronised)."""
     for _ in range(warmup):

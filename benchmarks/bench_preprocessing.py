@@ -136,7 +136,7 @@ def throughput_rows(packed: torch.Tensor, repeats: int, ffdnet_file: str) -> lis
             t_call, t_ref = interleaved(call, ref, "cpu", repeats)
             ratio = [r / c for c, r in zip(t_call, t_ref)]
             diff = f"{interior_diff(call(), ref(), border):.1e}" if border is not None else "— (other method)"
-            rows.append(f"| {stage} | {name} | {ref_name} | {mmm([mp / t for t in t_call], ".3g")} | {mmm([mp / t for t in t_ref], ".3g")} | "
+            rows.append(f"| {stage} | {name} | {ref_name} | {mmm([mp / t for t in t_call], '.3g')} | {mmm([mp / t for t in t_ref], '.3g')} | "
                         f"{mmm(ratio, '.3g')} | {diff} |")
     return rows
 
