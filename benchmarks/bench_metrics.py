@@ -71,6 +71,8 @@ def main() -> None:
     parser = standard_parser(__doc__, "batch 2 of 64x64")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs (>= 5 for the README)")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.exit(2, f"--repeats: expected an integer >= 1, got {args.repeats}\n")
     device = resolve_device(args.device)
     batch, side = (2, 64) if args.quick else (4, 512)
     gen = torch.Generator().manual_seed(0)

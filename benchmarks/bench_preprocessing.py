@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the library's policy)")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved pairs (>= 5 for the README)")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.exit(2, f"--repeats: expected an integer >= 1, got {args.repeats}\n")
     with use_threads(args.threads or default_threads()):
         run(args)
 

@@ -11,9 +11,10 @@ reference, a plain L1 step of the same map (forward, L1 to the target, backward,
 batch, the two in turn (L1, UOT, L1, UOT, ...) ``--repeats`` times after one warm-up each: ms min /
 median / max of each and the pair-by-pair ratio UOT / L1 (what the UOT objective costs over plain
 supervised training). They compute different things, so there is no equality to check. Full run:
-256x256 sRGB crops (128x128 packed RAW), batch 16, widths of the ``full`` profile; ``--quick``:
-64x64 crops, batch 8, the ``cpu`` widths. ``--step-only`` prints this table alone. Memory: the
-process's peak RSS after it.
+128x128 sRGB crops (64x64 packed RAW; ``--side 256``: the ``full`` profile's 256, about 4x longer,
+over 10 minutes on 2 CPU cores), batch 16, widths of the ``full`` profile; ``--quick``: 64x64 crops,
+batch 8, the ``cpu`` widths. ``--step-only`` prints this table alone. Memory: the process's peak
+RSS after it.
 
 A second table gives steps/s per architecture in the study's configuration (cpu profile: 32 px
 crops, batch 16) and splits a step's time into data (batch assembly), potential (its step + R1),
@@ -56,20 +57,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs of the step and layout tables (>= 5)")
     parser.add_argument("--layout-only", action="store_true", help="the NCHW vs channels_last table alone")
     parser.add_argument("--step-only", action="store_true", help="the map-only L1 vs UOT step table alone")
+    parser.add_argument("--side", type=int, default=0, help="sRGB crop side of the step table (default 128, --quick 64)")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.exit(2, f"--repeats: expected an integer >= 1, got {args.repeats}\n")
+    if args.side and (args.side < 16 or args.side % 2):
+        parser.exit(2, f"--side: expected an even number of pixels >= 16, got {args.side}\n")
     device = resolve_device(args.device)
     with use_threads(args.threads or default_threads()):
         if not args.layout_only:
-            step_table(device, args.quick, args.repeats)
+            step_table(device, args.quick, args.repeats, args.side)
         if not (args.layout_only or args.step_only):
             phase_table(device, args.quick)
         if not args.step_only:
             layout_table(device, args.quick, args.repeats)
 
 
-def step_table(device: str, quick: bool, repeats: int) -> None:
+def step_table(device: str, quick: bool, repeats: int, side: int = 0) -> None:
     """UOT ``train_step`` against a plain L1 step of the same map, interleaved, per arch and setting."""
-    side, batch, prof = (64, 8, "cpu") if quick else (256, 16, "full")
+    default_side, batch, prof = (64, 8, "cpu") if quick else (128, 16, "full")
+    side = side or default_side
     study = get_profile(prof).uot
     load = load_average()
     gen = torch.Generator().manual_seed(0)
@@ -139,7 +146,6 @@ def phase_table(device: str, quick: bool) -> None:
 
 def layout_table(device: str, quick: bool, repeats: int) -> None:
     """UOT step ms in NCHW and channels_last, interleaved, per architecture of the study."""
-    import statistics
     import time
 
     from uotisp_lib.study import base_config
@@ -156,9 +162,6 @@ def layout_table(device: str, quick: bool, repeats: int) -> None:
           f"{repeats} interleaved pairs\n")
     print("| arch | NCHW step ms min/med/max | channels_last step ms min/med/max | ratio NCHW/channels_last min/med/max (pairs) |")
     print("|---|---:|---:|---:|")
-
-    def mmm(v: list[float]) -> str:
-        return f"{min(v):.1f} / {statistics.median(v):.1f} / {max(v):.1f}"
 
     for arch in study.archs:
         cfg = base_config(study, arch, 0)
@@ -179,7 +182,7 @@ def layout_table(device: str, quick: bool, repeats: int) -> None:
                     if k:  # the first pair is the warm-up
                         out.append(1e3 * (time.perf_counter() - t0))
         ratio = [a / b for a, b in zip(*times)]
-        print(f"| {arch} | {mmm(times[0])} | {mmm(times[1])} | {ratio and f'{min(ratio):.2f} / {statistics.median(ratio):.2f} / {max(ratio):.2f}'} |")
+        print(f"| {arch} | {mmm(times[0], '.1f')} | {mmm(times[1], '.1f')} | {ratio and mmm(ratio)} |")
 
 
 if __name__ == "__main__":
