@@ -11,10 +11,10 @@ reference, a plain L1 step of the same map (forward, L1 to the target, backward,
 batch, the two in turn (L1, UOT, L1, UOT, ...) ``--repeats`` times after one warm-up each: ms min /
 median / max of each and the pair-by-pair ratio UOT / L1 (what the UOT objective costs over plain
 supervised training). They compute different things, so there is no equality to check. Full run:
-128x128 sRGB crops (64x64 packed RAW; ``--side 256``: the ``full`` profile's 256, about 4x longer,
-over 10 minutes on 2 CPU cores), batch 16, widths of the ``full`` profile; ``--quick``: 64x64 crops,
-batch 8, the ``cpu`` widths. ``--step-only`` prints this table alone. Memory: the process's peak
-RSS after it.
+128x128 sRGB crops (64x64 packed RAW), batch 16, potential and expert widths of the ``cpu``
+profile (``--widths full``: the ``full`` profile's 64 and 32, and ``--side 256``, its crop: each
+several times longer, well over 10 minutes on 2 CPU cores); ``--quick``: 64x64 crops, batch 8.
+``--step-only`` prints this table alone. Memory: the process's peak RSS after it.
 
 A second table gives steps/s per architecture in the study's configuration (cpu profile: 32 px
 crops, batch 16) and splits a step's time into data (batch assembly), potential (its step + R1),
@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--layout-only", action="store_true", help="the NCHW vs channels_last table alone")
     parser.add_argument("--step-only", action="store_true", help="the map-only L1 vs UOT step table alone")
     parser.add_argument("--side", type=int, default=0, help="sRGB crop side of the step table (default 128, --quick 64)")
+    parser.add_argument("--widths", choices=("cpu", "full"), default="cpu", help="profile whose potential/expert widths the step table uses")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.exit(2, f"--repeats: expected an integer >= 1, got {args.repeats}\n")
@@ -66,16 +67,17 @@ def main() -> None:
     device = resolve_device(args.device)
     with use_threads(args.threads or default_threads()):
         if not args.layout_only:
-            step_table(device, args.quick, args.repeats, args.side)
+            step_table(device, args.quick, args.repeats, args.side, args.widths)
         if not (args.layout_only or args.step_only):
             phase_table(device, args.quick)
         if not args.step_only:
             layout_table(device, args.quick, args.repeats)
 
 
-def step_table(device: str, quick: bool, repeats: int, side: int = 0) -> None:
-    """UOT ``train_step`` against a plain L1 step of the same map, interleaved, per arch and setting."""
-    default_side, batch, prof = (64, 8, "cpu") if quick else (128, 16, "full")
+def step_table(device: str, quick: bool, repeats: int, side: int = 0, prof: str = "cpu") -> None:
+    """UOT ``train_step`` against a plain L1 step of the same map, interleaved, per arch and setting
+    (rows printed as they are measured)."""
+    default_side, batch = (64, 8) if quick else (128, 16)
     side = side or default_side
     study = get_profile(prof).uot
     load = load_average()
@@ -83,7 +85,11 @@ def step_table(device: str, quick: bool, repeats: int, side: int = 0) -> None:
     raw = torch.rand(batch, 4, side // 2, side // 2, generator=gen) * 0.8 + 0.1
     tgt = torch.rand(batch, 3, side, side, generator=gen)
     stems = [f"r{i}" for i in range(batch)]
-    rows = []
+    print(f"device: {device}, threads: {torch.get_num_threads()}, sRGB {side}x{side}, batch {batch}, {prof} widths, "
+          f"{repeats} interleaved pairs, 1-minute load average {load:.2f} at the start\n")
+    print("| arch | params | setting | map-only L1 step ms min / med / max | UOT step ms min / med / max | "
+          "ratio UOT / L1 min / med / max (pairs) |")
+    print("|---|---:|---|---:|---:|---:|", flush=True)
     for arch in ("tinyraw", "colornet", "unet_isp"):
         for label, kw in SETTINGS:
             cfg = UOTTrainConfig(arch=arch, uot=UOTConfig(tau=study.tau), batch_size=batch, potential_width=study.potential_width,
@@ -102,15 +108,8 @@ def step_table(device: str, quick: bool, repeats: int, side: int = 0) -> None:
 
                 t_l1, t_uot = interleaved(map_only, lambda: tr.train_step(stems, 0), device, repeats)
             ratio = [u / b for b, u in zip(t_l1, t_uot)]
-            rows.append(f"| {arch} | {count_parameters(tr.model):,} | {label} | {mmm([1e3 * t for t in t_l1], '.1f')} | "
-                        f"{mmm([1e3 * t for t in t_uot], '.1f')} | {mmm(ratio)} |")
-    print(f"device: {device}, threads: {torch.get_num_threads()}, sRGB {side}x{side}, batch {batch}, {prof} widths, "
-          f"{repeats} interleaved pairs, 1-minute load average {load:.2f} at the start\n")
-    print("| arch | params | setting | map-only L1 step ms min / med / max | UOT step ms min / med / max | "
-          "ratio UOT / L1 min / med / max (pairs) |")
-    print("|---|---:|---|---:|---:|---:|")
-    for row in rows:
-        print(row)
+            print(f"| {arch} | {count_parameters(tr.model):,} | {label} | {mmm([1e3 * t for t in t_l1], '.1f')} | "
+                  f"{mmm([1e3 * t for t in t_uot], '.1f')} | {mmm(ratio)} |", flush=True)
     print(f"\npeak RSS of the process: {peak_rss_mib():.0f} MiB")
 
 
