@@ -27,13 +27,12 @@ channels_last faster), and the largest weight difference between the two after a
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from _common import standard_parser
+from _common import interleaved, mmm as _mmm, seconds, standard_parser
 from uotisp_lib.config import resolve_device
 from uotisp_lib.inference import ISPBundle, inference_layout, model_input, render
 from uotisp_lib.models import build_isp, count_parameters
@@ -61,41 +60,11 @@ def matmul_peak_gflops(device: str, sizes: tuple[int, ...], repeats: int) -> tup
     return best, best_n
 
 
-def seconds(fn, device: str, repeats: int, warmup: int = 1) -> list[float]:
-    """Wall times of ``repeats`` calls of ``fn`` after ``warmup`` (CUDA synchronised)."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def interleaved(old, new, device: str, repeats: int) -> tuple[list[float], list[float]]:
-    """Times of ``old`` and ``new`` run in turn (old, new, old, new, ...) after one warm-up each."""
-    old(), new()
-    t_old, t_new = [], []
-    for _ in range(repeats):
-        t_old += seconds(old, device, 1, 0)
-        t_new += seconds(new, device, 1, 0)
-    return t_old, t_new
-
-
 def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     """FLOPs of one forward pass counted by FlopCounterMode."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops()
-
-
-def _mmm(values: list[float]) -> str:
-    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
 def old_render(bundle: ISPBundle, raw01: torch.Tensor, batch: int = 16) -> torch.Tensor:

@@ -328,6 +328,18 @@ def test_bad_inputs_raise_clear_errors(fn):
         fn(torch.rand(0, 3, 12, 12), torch.rand(0, 3, 12, 12))
 
 
+def test_finite_check_fast_path_keeps_overflowing_finite_inputs_and_refuses_inf():
+    # The NaN/inf check sums first; finite values whose sum overflows must still be accepted (and clamped).
+    target = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    big = torch.full_like(target, 3e38)
+    assert torch.isinf(big.sum())
+    torch.testing.assert_close(metrics.psnr(big, target), metrics.psnr(torch.ones_like(target), target))
+    bad = target.clone()
+    bad[0, 1, 2, 3] = -float("inf")
+    with pytest.raises(ValueError, match="target contains NaN or inf"):
+        metrics.ssim(target, bad)
+
+
 def test_half_precision_is_computed_in_float32():
     x, y = _pair(b=1, h=12, w=12)
     out = metrics.evaluate(x.half(), y.half())

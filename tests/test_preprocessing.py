@@ -209,6 +209,21 @@ def test_demosaic_exact_on_linear_ramps(method):
     assert torch.allclose(out[..., 2:-2, 2:-2], scene[..., 2:-2, 2:-2], atol=1e-12)
 
 
+@pytest.mark.parametrize("method,name,border", [("bilinear", "bilinear", 1), ("malvar", "Malvar2004", 2)])
+def test_demosaic_equals_colour_demosaicing_inside_border(method, name, border):
+    """Ours (one conv2d, reflect padding) against colour_demosaicing's NumPy reference (scipy's
+    symmetric padding): equal to round-off away from the ``border`` px where the paddings differ."""
+    cd = pytest.importorskip("colour_demosaicing")
+    bayer = torch.rand(2, 1, 24, 30, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ref = np.stack([getattr(cd, f"demosaicing_CFA_Bayer_{name}")(b[0], "RGGB") for b in bayer.numpy()])
+    ours = pp.demosaic(bayer, method, clip=False).permute(0, 2, 3, 1).numpy()
+    inside = (slice(None), slice(border, -border), slice(border, -border))
+    np.testing.assert_allclose(ours[inside], ref[inside], atol=1e-12, rtol=0)
+    # float32, as the pipeline runs it
+    ours32 = pp.demosaic(bayer.float(), method, clip=False).permute(0, 2, 3, 1).double().numpy()
+    np.testing.assert_allclose(ours32[inside], ref[inside], atol=1e-5, rtol=0)
+
+
 def test_malvar_gradient_correction_on_shared_curvature():
     """Channels sharing a curved (quadratic) component: bilinear errs by the curvature, Malvar's
     cross-channel Laplacian correction removes at least half of it."""

@@ -103,13 +103,20 @@ def _prepare(
     if pred.device != target.device:
         raise ValueError(f"{name}: pred is on {pred.device} but target is on {target.device}")
     for label, x in (("pred", pred), ("target", target)):
-        if not bool(torch.isfinite(x).all()):
+        if not _all_finite(x):
             raise ValueError(f"{name}: {label} contains NaN or inf values")
     dtype = torch.promote_types(torch.promote_types(pred.dtype, target.dtype), torch.float32)
     pred, target = pred.to(dtype).clamp(0.0, 1.0), target.to(dtype).clamp(0.0, 1.0)
     if quantize:
         pred, target = _quantize8(pred), _quantize8(target)
     return pred, target
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """True when every value of ``x`` is finite. A NaN or inf anywhere makes the sum non-finite, so a
+    finite sum (one fast reduction) settles it; only a non-finite sum (which finite values can also
+    give by overflow) is checked value by value."""
+    return bool(torch.isfinite(x.sum(dtype=torch.promote_types(x.dtype, torch.float32)))) or bool(torch.isfinite(x).all())
 
 
 def _quantize8(x: torch.Tensor) -> torch.Tensor:

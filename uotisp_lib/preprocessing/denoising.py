@@ -5,8 +5,8 @@
   TPAMI 2013) via :func:`kornia.filters.guided_blur`, ``eps = 8 sigma^2``, 5x5 window. On skimage
   photos in linear light with shot + read noise and 10-bit quantisation (benchmarks/
   bench_preprocessing.py) it adds +1.4 dB (noise std ~0.015) and +2.7 dB (~0.03) after Malvar
-  demosaicing; kornia's bilateral filter at its best range sigma is within 0.1 dB but ~3x slower,
-  and a Gaussian blur loses PSNR at low noise.
+  demosaicing; kornia's bilateral filter at its best range sigma is within 0.1 dB and, on one
+  thread at 512x512, about as fast (benchmarks/README.md), and a Gaussian blur loses PSNR at low noise.
 - ``ffdnet``: FFDNet (Zhang, Zuo and Zhang, "FFDNet: Toward a fast and flexible solution for
   CNN-based image denoising", IEEE TIP 2018), colour model with KAIR's layout. Its published weights
   (KAIR ``ffdnet_color.pth``) are GPL: never bundled, loaded only from a path the user gives or
