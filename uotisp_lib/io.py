@@ -193,7 +193,7 @@ def save_image(path: str | os.PathLike, img: np.ndarray, quality: int = 95, png_
     """Save an sRGB image (uint8 HxWx3) as PNG or JPEG (by suffix; JPEG at ``quality``), atomically.
 
     ``png_level``: zlib level 0 to 9 of a PNG (``None``: Pillow's default, 6). PNG is lossless at every
-    level; level 1 encodes about 3x faster than 6 for some 14% more bytes (``benchmarks/bench_infer.py``).
+    level; level 1 encodes about 3x faster than 6 for 14 to 42% more bytes (measured in benchmarks/README.md).
     """
     import imageio.v3 as iio
 

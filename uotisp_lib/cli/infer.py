@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, default=95, help="JPEG quality (>= 95)")
     p.add_argument("--png-level", type=int, default=1,
                    help="PNG zlib level 0 to 9 (lossless at every level; default 1: about 3x faster to write than 6, "
-                        "some 14%% more bytes)")
+                        "14 to 42%% more bytes)")
     p.add_argument("--patches", action="store_true", help="also write one image per patch, <stem>.<format>")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch", type=int, default=16, help="patches rendered at once (>= 1)")
