@@ -17,7 +17,7 @@ TABLE = pd.DataFrame({
     "seconds": [0.5, 0.1, 0.2],
 })
 META = {"run": {"seed": 0, "results_dir": "/tmp/a", "profile": {"patch": 32}}, "versions": {"torch": "2.1"},
-        "wall_seconds_notebook": 9.1, "backends": {"gram": "vgg19"}}
+        "wall_seconds_notebook": 9.1, "study_wall_seconds": 5.7, "backends": {"gram": "vgg19"}}
 
 
 def _write(folder, df=TABLE, meta=META, name="t"):
@@ -68,12 +68,13 @@ def test_timing_columns_and_nondeterministic_metadata_are_ignored(tmp_path):
     meta["run"]["results_dir"] = "/tmp/b"
     meta["versions"]["torch"] = "2.9"
     meta["wall_seconds_notebook"] = 99.0
+    meta["study_wall_seconds"] = 4.1  # the wall time of the executions that trained a study
     b = _write(tmp_path / "b", other, meta)
     assert compare_tables(a, b) == []
     # not ignored: every one of them is found
     found = {(d.table, d.column) for d in compare_tables(a, b, ignore_columns=())}
     assert found == {("t.csv", "seconds"), ("t.json", "run.results_dir"), ("t.json", "versions.torch"),
-                     ("t.json", "wall_seconds_notebook")}
+                     ("t.json", "wall_seconds_notebook"), ("t.json", "study_wall_seconds")}
 
 
 def test_metadata_changes_are_reported_by_dotted_key(tmp_path):

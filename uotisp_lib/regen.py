@@ -35,10 +35,11 @@ ATOL = 1e-6
 
 #: columns / metadata keys that change from run to run or machine to machine, never compared:
 #: wall-clock timings (``seconds``, ``seconds_match``, ``mp_per_s``, ``train_seconds_all_runs``,
-#: ``wall_seconds_notebook``), the torch thread count, package versions and local paths
+#: ``wall_seconds_notebook``, ``study_wall_seconds``), the torch thread count, package versions and
+#: local paths
 NONDETERMINISTIC = frozenset({
     "seconds", "seconds_match", "mp_per_s", "train_seconds_all_runs", "wall_seconds_notebook",
-    "threads", "versions", "results_dir", "data_root",
+    "study_wall_seconds", "threads", "versions", "results_dir", "data_root",
 })
 
 _SUFFIXES = (".csv", ".json", ".md")
