@@ -664,15 +664,11 @@ class ImageSet:
     low_confidence: list[bool]
 
 
-def load_image_set(
-    root: str | os.PathLike, split: str = "train", kind: str = "raws", preprocessor: Any = None
-) -> ImageSet:
-    """Read one side of a UP-ISP layout: ``raws`` go through ``preprocessor`` (default
-    :class:`uotisp_lib.preprocessing.Preprocessor`) to pseudo-RGB; ``jpegs`` are read as sRGB.
-    Each image is stitched with the grid from :func:`uotisp_lib.stitching.infer_grid` (on the
-    packed RAW for ``raws``)."""
+def _open_side(root, split: str, kind: str, preprocessor):
+    """``(layout, paths, preprocessor)`` of one side of a dataset for matching: the files of
+    ``split/kind`` (none is a one-line :class:`LayoutError`), and for ``raws`` the default
+    :class:`~uotisp_lib.preprocessing.Preprocessor` when none is given."""
     from uotisp_lib.data.layouts import LayoutError, scan_dataset
-    from uotisp_lib.stitching import infer_grid, stitch
 
     lay = scan_dataset(root)
     paths = lay.paths(split, kind)
@@ -682,16 +678,35 @@ def load_image_set(
         from uotisp_lib.preprocessing import Preprocessor
 
         preprocessor = Preprocessor()
+    return lay, paths, preprocessor
+
+
+def _rgb_and_grid(raw: Tensor, kind: str, preprocessor):
+    """One image's patches ``[n,C,h,w]`` -> ``(rgb [n,3,H,W], grid)``: ``raws`` through
+    ``preprocessor`` to pseudo-RGB (the grid inferred on the packed RAW), ``jpegs`` as they are."""
+    from uotisp_lib.stitching import infer_grid
+
+    if kind == "raws":
+        grid = infer_grid(raw, kind="raw")
+        with torch.no_grad():
+            return preprocessor(raw).clamp(0, 1), grid
+    return raw, infer_grid(raw, kind="rgb")
+
+
+def load_image_set(
+    root: str | os.PathLike, split: str = "train", kind: str = "raws", preprocessor: Any = None
+) -> ImageSet:
+    """Read one side of a UP-ISP layout: ``raws`` go through ``preprocessor`` (default
+    :class:`uotisp_lib.preprocessing.Preprocessor`) to pseudo-RGB; ``jpegs`` are read as sRGB.
+    Each image is stitched with the grid from :func:`uotisp_lib.stitching.infer_grid` (on the
+    packed RAW for ``raws``)."""
+    from uotisp_lib.stitching import stitch
+
+    lay, paths, preprocessor = _open_side(root, split, kind, preprocessor)
     out = ImageSet([], [], [], [], [], [])
     for image_id, stems in lay.images(split, kind).items():
         raw = lay.read_patches(split, kind, image_id)
-        if kind == "raws":
-            grid = infer_grid(raw, kind="raw")
-            with torch.no_grad():
-                rgb = preprocessor(raw).clamp(0, 1)
-        else:
-            rgb = raw
-            grid = infer_grid(rgb, kind="rgb")
+        rgb, grid = _rgb_and_grid(raw, kind, preprocessor)
         out.ids.append(image_id)
         out.stems.append(list(stems))
         out.files.append([paths[s] for s in stems])
@@ -739,15 +754,9 @@ def _describe_one(raw: Tensor, kind: str, descriptor: Any, preprocessor: Any) ->
     """One image's patches ``[n,C,h,w]`` (RAW units or sRGB in [0,1]) -> (image descriptor ``[D]``,
     patch descriptors ``[n,D_b]``, grid ``[rows, cols, low_confidence]`` int64), exactly as
     :func:`load_image_set` + :func:`describe_image_set` compute them."""
-    from uotisp_lib.stitching import infer_grid, stitch
+    from uotisp_lib.stitching import stitch
 
-    if kind == "raws":
-        grid = infer_grid(raw, kind="raw")
-        with torch.no_grad():
-            rgb = preprocessor(raw).clamp(0, 1)
-    else:
-        rgb = raw
-        grid = infer_grid(rgb, kind="rgb")
+    rgb, grid = _rgb_and_grid(raw, kind, preprocessor)
     img = descriptor.describe(stitch(rgb, grid.rows, grid.cols)[None])[0].float().cpu()
     patches = descriptor.describe_backbone(rgb).float().cpu()
     return img, patches, torch.tensor([grid.rows, grid.cols, int(bool(grid.low_confidence))])
@@ -770,16 +779,7 @@ def describe_split(
     first, by the content of its files, and written as soon as computed: a rerun, or a run resumed
     after a kill, reads no pixels of the images already described. Same values as
     :func:`load_image_set` + :func:`describe_image_set`. ``image_ids``: only these images."""
-    from uotisp_lib.data.layouts import LayoutError, scan_dataset
-
-    lay = scan_dataset(root)
-    paths = lay.paths(split, kind)
-    if not paths:
-        raise LayoutError(f"{Path(root) / split / kind}: no files; matching needs {split}/{kind}")
-    if kind == "raws" and preprocessor is None:
-        from uotisp_lib.preprocessing import Preprocessor
-
-        preprocessor = Preprocessor()
+    lay, paths, preprocessor = _open_side(root, split, kind, preprocessor)
     base = dict(descriptor.settings(), **(settings_extra or {}))
     wanted = None if image_ids is None else set(image_ids)
     out = DescribedSet([], [], [], torch.empty(0), [], [])
