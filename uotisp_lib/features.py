@@ -479,15 +479,10 @@ class DescriptorCache:
         self, files: Sequence[str | os.PathLike], settings: dict[str, object], compute: Callable[[], Tensor]
     ) -> Tensor:
         """Cached tensor for ``(files, settings)``, else ``compute()`` (saved, float32)."""
-        from uotisp_lib.io import atomic_open
-
-        path = self.root / f"{self.key(files, settings)}.npy"
-        if path.is_file():
-            try:
-                return torch.from_numpy(np.load(path, allow_pickle=False))
-            except (OSError, ValueError) as err:  # corrupted entry: recompute
-                log.warning("%s: unreadable cached descriptor (%s); recomputing", path, err)
+        entries = self.entries(files, [settings])
+        cached = self.read(entries)
+        if cached is not None:
+            return cached[0]
         value = compute().detach().float().cpu()
-        with atomic_open(path, "wb") as fh:
-            np.save(fh, value.numpy())
+        self.write(entries, [value])
         return value

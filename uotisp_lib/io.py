@@ -707,13 +707,13 @@ def read_srgb(path: str | os.PathLike, *, allow_16bit: bool = False) -> np.ndarr
     ``allow_16bit`` (then ``round(x * 255 / 65535)``): a 16-bit PNG is more often RAW data (e.g. a
     Zurich Bayer PNG) than an sRGB target. CMYK, float and 32-bit images raise. No EXIF rotation.
     """
-    import imageio.v3 as iio
-
     path = Path(path)
     _require_file(path, "an sRGB JPEG or PNG image")
     fast = _decode_colour_jpeg(path)
     if fast is not None:
         return fast
+    import imageio.v3 as iio
+
     try:
         img = np.asarray(iio.imread(path, plugin="pillow"))
     except _DECODE_ERRORS as err:
