@@ -37,6 +37,43 @@ def test_efficientnet_lite0_weights_are_real():
     assert 281 <= top <= 285  # ImageNet cat classes (tabby .. Egyptian cat)
 
 
+
+def test_fold_batchnorm_same_logits_no_norm_left():
+    net = F.build_efficientnet_lite0()
+    folded = F.fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the input is not changed
+    n_act = lambda m: sum(isinstance(x, torch.nn.ReLU6) for x in m.modules())  # noqa: E731
+    assert n_act(folded) == n_act(net) > 0  # activations kept
+    x = F.Normalize(F.LITE_MEAN, F.LITE_STD)(_chelsea())
+    with torch.no_grad():
+        ref, got = net(x), folded(x)
+        got_cl = folded.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(got, ref, rtol=0, atol=1e-4 * ref.abs().max())
+    assert torch.allclose(got_cl, ref, rtol=0, atol=1e-4 * ref.abs().max())
+    assert int(got.argmax()) == int(ref.argmax())
+
+
+def test_fold_batchnorm_float64_exact_and_rejects_unknown_layouts():
+    net = F.build_efficientnet_lite0().double()
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(F.fold_batchnorm(net).forward_features(x), net.forward_features(x), rtol=1e-9, atol=1e-10)
+    odd = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    with pytest.raises(ValueError, match="fold_batchnorm: batch norms outside the known EfficientNet blocks"):
+        F.fold_batchnorm(odd)
+
+
+def test_fast_efficientnet_descriptor_equals_stock():
+    net = F.build_efficientnet_lite0()
+    fast, stock = F.EfficientNetDescriptor(net), F.EfficientNetDescriptor(net, fast=False)
+    x = torch.rand(5, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = fast(x), stock(x)
+    assert a.shape == b.shape == (5, 1280) and a.is_contiguous()
+    assert torch.allclose(torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1), atol=1e-5)
+
+
 def test_backbone_fallback_and_shapes(caplog, monkeypatch):
     monkeypatch.setattr(F, "_warned", set())  # the fallback is logged once per process
     with caplog.at_level("WARNING", logger="uotisp_lib.features"):

@@ -219,15 +219,61 @@ class DinoV2Descriptor(nn.Module):
         return torch.cat([tok[:, 0], tok[:, npt:].mean(1)], dim=1)
 
 
-class EfficientNetDescriptor(nn.Module):
-    """``[B,3,H,W]`` in [0,1] -> ``[B,1280]``: global-average-pooled last features (224 px)."""
+#: (convolution, batch norm) attribute pairs of timm's EfficientNet blocks, in forward order.
+_CONV_BN = {
+    "EfficientNet": (("conv_stem", "bn1"), ("conv_head", "bn2")),
+    "DepthwiseSeparableConv": (("conv_dw", "bn1"), ("conv_pw", "bn2")),
+    "InvertedResidual": (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")),
+}
 
-    def __init__(self, net: nn.Module, size: int = 224) -> None:
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """Inference copy of a timm EfficientNet with every batch norm folded into the convolution
+    before it (``torch.nn.utils.fusion.fuse_conv_bn_eval``: ``w' = w * g / s``, ``b' = (b - mu) *
+    g / s + beta``, ``s = sqrt(var + eps)``); the norm's activation (and its dropout, an identity
+    in eval) stays as its own layer. The fused weights are the running statistics', so the copy is
+    for eval only. Same outputs up to float rounding (checked in ``tests/test_features.py``).
+    Raises ``ValueError`` for a model with a batch norm outside the known block layouts, rather
+    than leave one unfused. Written here because timm's ``BatchNormAct2d`` carries its
+    activation, which the generic ``torch.fx`` fuser would drop."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    out = copy.deepcopy(net).eval()
+    for module in list(out.modules()):
+        for conv_name, bn_name in _CONV_BN.get(type(module).__name__, ()):
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            if not isinstance(bn, nn.BatchNorm2d):
+                continue
+            setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+            rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+            setattr(module, bn_name, nn.Sequential(*rest) if rest else nn.Identity())
+    left = [n for n, m in out.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if left:
+        raise ValueError(f"fold_batchnorm: batch norms outside the known EfficientNet blocks: {left[:3]}")
+    return out
+
+
+class EfficientNetDescriptor(nn.Module):
+    """``[B,3,H,W]`` in [0,1] -> ``[B,1280]``: global-average-pooled last features (224 px).
+
+    The network runs with its batch norms folded (:func:`fold_batchnorm`) in ``channels_last``
+    layout: on this project's 2-core CPU 1.6x faster per patch than the stock NCHW module
+    (``benchmarks/bench_match_scale.py``; neither change alone helped), descriptors equal within
+    1e-5. ``fast=False``: the stock module."""
+
+    def __init__(self, net: nn.Module, size: int = 224, fast: bool = True) -> None:
         super().__init__()
-        self.net, self.size, self.norm = net, size, Normalize(LITE_MEAN, LITE_STD)
+        self.fast = fast
+        self.net = fold_batchnorm(net).to(memory_format=torch.channels_last) if fast else net
+        self.size, self.norm = size, Normalize(LITE_MEAN, LITE_STD)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net.forward_features(self.norm(resize_square(x, self.size))).mean(dim=(2, 3))
+        x = self.norm(resize_square(x, self.size))
+        if self.fast:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net.forward_features(x).mean(dim=(2, 3))
 
 
 def _freeze(m: nn.Module, device: str | torch.device) -> nn.Module:
