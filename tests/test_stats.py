@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -142,3 +144,33 @@ def test_blocked_histograms_equal_the_direct_ones():
     assert torch.allclose(hy, ry.detach(), rtol=1e-5, atol=1e-9)
     assert torch.allclose(huv, ruv.detach(), rtol=1e-5, atol=1e-9)
     assert torch.allclose(hy.sum(1), torch.ones(2)) and torch.allclose(huv.sum(1), torch.ones(2))
+
+
+def _unfloored_uv(rgb: torch.Tensor, bins: int = 32, sigma: float = 0.03) -> torch.Tensor:
+    """The joint U-V histogram written out without the exponent floor (float64 reference)."""
+    yuv = stats.rgb_to_yuv(rgb)
+    c = stats.bin_centres(bins, yuv)
+    ku = torch.exp(-0.5 * ((yuv[:, 1].flatten(1).unsqueeze(-1) - c) / sigma) ** 2)
+    kv = torch.exp(-0.5 * ((yuv[:, 2].flatten(1).unsqueeze(-1) - c) / sigma) ** 2)
+    j = torch.einsum("bpi,bpj->bij", ku, kv).flatten(1)
+    return j / j.sum(1, keepdim=True)
+
+
+def test_kernel_floor_keeps_products_normal_and_histograms_unchanged():
+    """Weights are floored at exp(LOG_FLOOR), so the product of two (the U-V matmul) is a normal
+    float32, never a subnormal (the slow path on Intel cores); histograms and their gradients stay
+    those of the unfloored formula (float64) within 1e-12."""
+    w = stats._kernel(torch.tensor([[0.0, 1.0]]), 32, 0.03)  # far from most of the 32 centres
+    assert float(w.min()) == pytest.approx(math.exp(stats.LOG_FLOOR), rel=1e-6)
+    assert float(w.min()) ** 2 >= torch.finfo(torch.float32).tiny
+    assert float(w.max()) == pytest.approx(math.exp(-0.5 * (0.5 / 32 / 0.03) ** 2), rel=1e-6)  # bin 0 at 1/64
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 9, 7, dtype=torch.float64, generator=g)
+    x[1, :, :4] = torch.tensor([0.95, 0.0, 0.05], dtype=torch.float64).view(3, 1, 1)  # saturated red
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    got, ref = stats.soft_histogram_uv(xa), _unfloored_uv(xb)
+    assert torch.allclose(got, ref, rtol=0, atol=1e-12)
+    wts = torch.rand(got.shape, dtype=torch.float64, generator=g)
+    (got * wts).sum().backward()
+    (ref * wts).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, rtol=1e-9, atol=1e-12)
