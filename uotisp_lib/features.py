@@ -259,9 +259,9 @@ class EfficientNetDescriptor(nn.Module):
     """``[B,3,H,W]`` in [0,1] -> ``[B,1280]``: global-average-pooled last features (224 px).
 
     The network runs with its batch norms folded (:func:`fold_batchnorm`) in ``channels_last``
-    layout: on this project's 2-core CPU 1.6x faster per patch than the stock NCHW module
-    (``benchmarks/bench_match_scale.py``; neither change alone helped), descriptors equal within
-    1e-5. ``fast=False``: the stock module."""
+    layout: on this project's 2-core Xeon 2.2x faster per patch than the stock NCHW module, each
+    change alone 1.2 to 1.3x (``benchmarks/bench_descriptors.py``, 2 threads), descriptors equal
+    within 1e-5. ``fast=False``: the stock module."""
 
     def __init__(self, net: nn.Module, size: int = 224, fast: bool = True) -> None:
         super().__init__()
