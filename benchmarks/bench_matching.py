@@ -16,10 +16,16 @@ Rows:
   the default of ``uotisp match``, outside the timing. Descriptors excluded: the whole command at
   this size, descriptors included, is ``bench_match_scale.py``.
 
-Every case runs in a fresh subprocess; "peak MB" is that process's max RSS above its RSS after
-imports and data creation (torch runtime excluded). FGW at N > 4000 is skipped unless ``--all``
-(its GW gradient costs about N^3 per outer iteration; 4000 takes ~75 s on one core). Prints a
-markdown table.
+Every timed call runs in a fresh subprocess (after one untimed warm-up call on 8 images); "peak
+MB" is that process's max RSS above its RSS after imports and data creation (torch runtime
+excluded). The cases run round-robin ``--repeats`` times (default 5: every case once, then every
+case again, ...), so slow drifts of a shared machine spread over all cases; each row gives min /
+median / max seconds over its repeats. The reference of each image-level row is ``knn`` at the same
+N (no transport: the cost matrix and a top-k), run in the same round: "x knn" is the median over
+rounds of the row's time over that round's knn time. The patch-level solver has its own
+reference benchmark (POT's ``ot.solve_batch`` against a hand-written loop: ``bench_solve_batch.py``).
+FGW at N > 4000 is skipped unless ``--all`` (its GW gradient costs about N^3 per outer iteration;
+4000 takes ~75 s on one core). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import statistics
 import sys
 import time
 import warnings
@@ -119,6 +126,10 @@ def _run(target, *args, timeout: float = 900.0) -> dict:
     return q.get() if not q.empty() else {"error": f"exit code {p.exitcode}"}
 
 
+def _mmm(values: list[float], fmt: str) -> str:
+    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -128,28 +139,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--d", type=int, default=2048)
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     ap.add_argument("--methods", nargs="*", default=list(METHODS))
+    ap.add_argument("--repeats", type=int, default=5, help="rounds over every case (each a fresh process)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON")
     args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
     sizes = args.sizes or ([100, 250, 500] if args.quick else [250, 500, 1000, 2000, 4000])
-    rows = []
-    for n in sizes:
-        for m in args.methods:
-            if m == "fgw" and n > 4000 and not args.all:
-                continue
-            r = _run(_image_case, m, n, args.d, args.threads, args.device)
-            rows.append({"case": f"image {m}", "size": f"{n}x{n}", **r})
-            print(f"... {rows[-1]}", file=sys.stderr, flush=True)
+    methods = list(dict.fromkeys(args.methods + ["knn"]))  # knn: every image row's reference
     n_src, n_tgt = (1000, 1000) if args.quick else (13420, 13421)
-    r = _run(_patch_case, n_src, n_tgt, 768, args.threads, args.device)
-    rows.append({"case": "patch graph (fgw images, k=10, top-8)", "size": f"{n_src} src patches", **r})
-    print("| case | size | seconds | peak MB | max in-degree | usage entropy |")
-    print("|---|---|---:|---:|---:|---:|")
-    for row in rows:
-        if "error" in row:
-            print(f"| {row['case']} | {row['size']} | {row['error']} | | | |")
-        else:
-            print(f"| {row['case']} | {row['size']} | {row['seconds']:.2f} | {row['peak_mb']:.0f} | {row['max_in']} | {row['entropy']:.3f} |")
-    print(f"\nD = {args.d} (image), 768 (patch); threads {args.threads}; device {args.device}")
+    cases = [(f"image {m}", f"{n}x{n}", (_image_case, m, n, args.d, args.threads, args.device))
+             for n in sizes for m in methods if not (m == "fgw" and n > 4000 and not args.all)]
+    cases.append(("patch graph (fgw images, k=10, top-8)", f"{n_src} src patches",
+                  (_patch_case, n_src, n_tgt, 768, args.threads, args.device)))
+    runs: dict[tuple[str, str], list[dict]] = {(c, z): [] for c, z, _ in cases}
+    for rnd in range(args.repeats):
+        for case, size, call in cases:
+            r = _run(*call)
+            runs[case, size].append(r)
+            print(f"... round {rnd + 1}: {case} {size} {r}", file=sys.stderr, flush=True)
+    rows = []
+    print("| case | size | n | seconds min / median / max | x knn (median) | peak MB (median) | max in-degree | usage entropy |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for case, size, _ in cases:
+        rs = runs[case, size]
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            print(f"| {case} | {size} | 0 | {rs[0]['error']} | | | | |")
+            rows.append({"case": case, "size": size, "runs": rs})
+            continue
+        ratio = ""
+        ref = runs.get(("image knn", size))
+        if case.startswith("image ") and ref:
+            pairs = [a["seconds"] / b["seconds"] for a, b in zip(rs, ref) if "error" not in a and "error" not in b]
+            ratio = f"{statistics.median(pairs):.1f}" if pairs else ""
+        secs = [r["seconds"] for r in ok]
+        peak = statistics.median(r["peak_mb"] for r in ok)
+        print(f"| {case} | {size} | {len(ok)} | {_mmm(secs, '.3f')} | {ratio} | {peak:.0f} | {ok[0]['max_in']} | {ok[0]['entropy']:.3f} |")
+        rows.append({"case": case, "size": size, "runs": rs})
+    print(f"\nD = {args.d} (image), 768 (patch); threads {args.threads}; device {args.device}; {args.repeats} rounds")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_stitching.py [--quick] [--data DIR] [--n-images 200] [--baseline TREE]
     python benchmarks/bench_stitching.py --library [--threads 1] ...
+    python benchmarks/bench_stitching.py --read-ways N [--data DIR] [--repeats 5]
 
 Default (whole command, issue 15 part 6): times ``uotisp stitch --input DIR --output OUT
 --layouts-only`` as a user runs it (a new process, default options, start-up included) against
@@ -14,7 +15,10 @@ before) and then cold (every file evicted from the page cache with
 user + system CPU and peak RSS of the child (``os.wait4``); the rate ratio (load-only wall /
 command wall) is taken pair by pair. ``% correct``: grids in ``layouts.csv`` equal to the truth.
 
-``--library``: the older in-process rows described below.
+``--library``: the older in-process rows described below. ``--read-ways N``: microseconds per
+file of five ways to read the border strips of the first ``N`` files from a warm cache (np.load,
+mmap, mmap with MAP_POPULATE, one whole-file preadv into a reused buffer, one preadv scattering
+only the row seams), in turn, each checked to give np.load's strips.
 
 Builds (once; reused when ``DIR/meta.json`` matches) a UP-ISP-like set in ``--data`` (default: a
 temporary folder, removed afterwards): ``<imageid>_<idx>.npy`` packed RAW patches (uint16
@@ -336,6 +340,98 @@ def main_cli(args: argparse.Namespace, root: Path, layouts: dict[str, list[int]]
         shutil.rmtree(out, ignore_errors=True)
 
 
+def read_ways(root: Path, layouts: dict, n_files: int, repeats: int, border: int = 4) -> None:
+    """``--read-ways``: us per file of five ways to get one patch's border strips from a warm page
+    cache, in turn, ``repeats`` rounds, on the first ``n_files`` files; every way's strips are
+    checked equal to ``np.load``'s first."""
+    import mmap as _mmap
+
+    files = [p for ps in _paths(root, layouts) for p in ps][:n_files]
+    first = np.load(files[0])
+    h, w, c = first.shape
+    b = border
+    with open(files[0], "rb") as fh:  # .npy header length: file size minus the data
+        hdr = os.fstat(fh.fileno()).st_size - first.nbytes
+    row = w * c * first.itemsize
+    seam = b * c * first.itemsize  # bytes of b pixels of one row
+
+    def cut(a):
+        return a[:, w - b :].copy(), a[:, :b].copy(), a[h - b :].copy(), a[:b].copy()
+
+    def way_load(p):
+        return cut(np.load(p))
+
+    def way_mmap(p, flags=None):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            m = (_mmap.mmap(fd, 0, access=_mmap.ACCESS_READ) if flags is None
+                 else _mmap.mmap(fd, 0, flags=flags, prot=_mmap.PROT_READ))
+        finally:
+            os.close(fd)
+        a = np.frombuffer(m, first.dtype, count=h * w * c, offset=hdr).reshape(h, w, c)
+        out = cut(a)
+        del a
+        m.close()
+        return out
+
+    buf = bytearray(hdr + first.nbytes)
+
+    def way_pread(p):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.preadv(fd, [buf], 0)
+        finally:
+            os.close(fd)
+        return cut(np.frombuffer(buf, first.dtype, count=h * w * c, offset=hdr).reshape(h, w, c))
+
+    # one preadv: each row's first and last b pixels land in `keep`, the middle in a reused row buffer
+    keep, trash = bytearray(hdr + 2 * h * seam), bytearray(row)
+    kv, tv = memoryview(keep), memoryview(trash)
+    iov, pos = [kv[:hdr]], hdr
+    for _ in range(h):
+        iov += [kv[pos : pos + seam], tv[: row - 2 * seam], kv[pos + seam : pos + 2 * seam]]
+        pos += 2 * seam
+
+    def way_scatter(p):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.preadv(fd, iov, 0)
+        finally:
+            os.close(fd)
+        lr = np.frombuffer(keep, first.dtype, offset=hdr).reshape(h, 2, b, c)
+        return lr[:, 1].copy(), lr[:, 0].copy()  # the columns only (top and bottom rows: 2 small reads more)
+
+    ways = {
+        "`np.load` of the whole file (the load-only pass)": way_load,
+        "`mmap` + copy of the strips (`io.read_raw_strips`)": way_mmap,
+        "`mmap(MAP_POPULATE)` + copy": lambda p: way_mmap(p, _mmap.MAP_SHARED | _mmap.MAP_POPULATE),
+        "`preadv` of the whole file into one reused buffer": way_pread,
+        "one `preadv` scattering the row seams into the strips, the rest into a reused row buffer": way_scatter,
+    }
+    ref = way_load(files[0])
+    for name, way in ways.items():  # same strips (the scatter way: the two column strips)
+        got = way(files[0])
+        if not all(np.array_equal(g, r) for g, r in zip(got, ref)):
+            raise SystemExit(f"read way {name!r} gives other strips than np.load")
+    for p in files:  # warm
+        way_load(p)
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(repeats):
+        for name, way in ways.items():
+            t0 = time.perf_counter()
+            for p in files:
+                way(p)
+            times[name].append(1e6 * (time.perf_counter() - t0) / len(files))
+    t_load = times[next(iter(ways))]
+    print(f"## Ways to read the border strips ({len(files)} files of {h}x{w}x{c} {first.dtype}, warm, "
+          f"{repeats} rounds in turn; load average {os.getloadavg()[0]:.2f})\n")
+    print("| way | us per file min / median / max | / np.load (round by round, median) |")
+    print("|---|---:|---:|")
+    for name, ts in times.items():
+        ratio = statistics.median(a / b for a, b in zip(ts, t_load))
+        print(f"| {name} | {min(ts):.0f} / {statistics.median(ts):.0f} / {max(ts):.0f} | {ratio:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="12 images of 64 px patches, 1 repeat")
@@ -347,6 +443,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--library", action="store_true", help="the in-process library rows instead of the whole command")
     ap.add_argument("--baseline", type=Path, default=None, help="source tree of a baseline command (whole command)")
+    ap.add_argument("--read-ways", type=int, default=0, metavar="N",
+                    help="instead: time ways of reading the border strips on the first N files")
     args = ap.parse_args(argv)
     if args.quick:
         args.n_images, args.patch, args.repeats = 12, 64, 1
@@ -367,6 +465,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"building the set in {root} failed (exit code {child.exitcode})")
         layouts = build_set(root, args.n_images, args.patch, args.seed)  # reads meta.json
         t_build = time.perf_counter() - t0
+        if args.read_ways:
+            read_ways(root, layouts, args.read_ways, max(args.repeats, 1))
+            return
         if not args.library:
             main_cli(args, root, layouts)
             return
