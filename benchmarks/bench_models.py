@@ -11,7 +11,8 @@ convolutions and matmuls, 1 MAC = 2 FLOPs; the LUT's grid_sample and elementwise
 over it, at the *best* repetition (a rate above the best matmul would say the count is wrong).
 
 Table 1, inference as :func:`uotisp_lib.inference.render` runs it (``channels_last`` on the CPU,
-``torch.inference_mode``) against the NCHW ``no_grad`` forward it replaced, the two interleaved
+``torch.inference_mode``; colornet: one cache-sized strip of rows at a time,
+:func:`uotisp_lib.models.colornet_strips`) against the dense NCHW ``no_grad`` forward it replaced, the two interleaved
 (old, new, old, new, ...) ``repeats`` times: MP/s min / median / max of each and the median of the
 pair-by-pair ratios. Model alone (input already in the network's format) and ``render`` end to end
 (packed RAW in, with the preprocessing of colornet's pseudo-RGB input, out clamped on the CPU).
@@ -148,6 +149,8 @@ def main() -> None:
             peaks.append(matmul_peak_gflops(device, sizes, reps))  # the best over the whole run
             torch.manual_seed(0)
             model = build_isp(name, **kwargs).to(device).eval()
+            if hasattr(model, "strip_pixels"):
+                model.strip_pixels = 0  # the dense pass it replaced (colornet's strips are part of "new")
             fast = build_isp(name, **kwargs).to(device)
             fast.load_state_dict(model.state_dict())
             fast = fast.to(memory_format=inference_layout(torch.device(device))).eval()

@@ -15,6 +15,7 @@ from uotisp_lib.models import (
     UNetISP,
     build_isp,
     clamp01,
+    colornet_strips,
     count_parameters,
     identity_lut,
 )
@@ -127,6 +128,46 @@ def test_colornet_gradcheck() -> None:
             p.mul_(0.1)
     x = (0.3 + 0.4 * _rand(1, 3, 5, 5, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(net, (x,))
+
+
+@pytest.mark.parametrize("head,clamp", [("conv1x1", "hard"), ("lut3d", "ste")])
+@pytest.mark.parametrize("h,w", [(13, 9), (2, 7), (5, 2), (17, 17)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_colornet_strips_equal_the_dense_pass(head: str, clamp: str, h: int, w: int, channels_last: bool) -> None:
+    """The no-grad strip path (4-row strips here: a 1-row last strip, images of 2 rows, of 2
+    columns) gives the dense pass's outputs: the halo rows and conv2's reflect edges are right."""
+    torch.manual_seed(1)
+    net = ColorNet(width=16, head=head, clamp=clamp).double().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    x = _rand(2, 3, h, w, seed=2, dtype=torch.float64)
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    dense = ColorNet(width=16, head=head, clamp=clamp).double()
+    dense.load_state_dict(net.state_dict())
+    dense.strip_pixels = 0
+    with torch.no_grad():
+        ref = dense(x)
+        net.strip_pixels = 1  # more than 2 pixels: the strip path, max(4, 1 // w) = 4 rows a strip
+        got = net(x)
+    assert 0.1 < float(((ref > 0) & (ref < 1)).double().mean())  # not all clamped
+    assert torch.allclose(got, ref, rtol=0, atol=1e-12)
+    assert torch.equal(colornet_strips(net, x, 1), got)
+
+
+def test_colornet_strips_only_without_gradients() -> None:
+    """With gradients enabled the dense pass runs (the strips would copy every hidden strip for
+    autograd); both give the same values, and the gradient flows."""
+    net = ColorNet(width=8).eval()
+    net.strip_pixels = 1
+    x = _rand(1, 3, 10, 6).requires_grad_()
+    y = net(x)
+    assert y.grad_fn is not None and y.grad_fn.name() != "CopySlices"
+    y.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    with torch.no_grad():
+        assert torch.allclose(net(x), y.detach(), atol=1e-6)
 
 
 # --------------------------------------------------------------------------- 3-D LUT

@@ -25,6 +25,7 @@ from uotisp_lib.models.isp import (
     UNetISP,
     build_isp,
     clamp01,
+    colornet_strips,
     count_parameters,
     identity_lut,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "UNetISP",
     "build_isp",
     "clamp01",
+    "colornet_strips",
     "count_parameters",
     "identity_lut",
 ]

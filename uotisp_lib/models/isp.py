@@ -121,6 +121,45 @@ class Lut3d(nn.Module):
 
 
 # --------------------------------------------------------------------------- colornet
+#: Pixels per row strip of :class:`ColorNet`'s no-gradient CPU path (see :func:`colornet_strips`).
+COLORNET_STRIP_PIXELS = 8192
+
+
+def colornet_strips(net: ColorNet, x: torch.Tensor, strip_pixels: int = COLORNET_STRIP_PIXELS) -> torch.Tensor:
+    """:class:`ColorNet`'s forward pass computed one strip of rows at a time: ``[B,3,H,W] -> [B,3,H,W]``.
+
+    The dense pass writes the whole 128-channel hidden map (512 B per pixel: 128 MiB for one 512x512
+    image) to memory and reads it back; a strip of ``strip_pixels // W`` rows (at least 4) keeps it
+    in a core's cache. Each strip recomputes conv1 on one halo row above and below it; the reflect
+    padding of conv2 is applied where the strip meets the image's top or bottom, so the result is
+    the dense pass's, up to float rounding (checked in ``tests/test_models.py``). Written by hand:
+    no torch or kornia op fuses two convolutions through a cache-sized tile on the CPU. For
+    inference only (no autograd through the strip copies needed or wanted)."""
+    _, _, h, w = x.shape
+    rows = max(4, strip_pixels // w)
+    xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    out = torch.empty_like(x)
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    for b in range(x.shape[0]):
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            a, z = max(0, r0 - 1), min(h, r1 + 1)  # hidden rows a..z-1 feed output rows r0..r1-1
+            xs = xp[b : b + 1, :, a : z + 2]
+            if cl:
+                xs = xs.contiguous(memory_format=torch.channels_last)
+            hid = F.pad(F.relu(F.conv2d(xs, net.conv1.weight, net.conv1.bias)), (1, 1, 0, 0), mode="reflect")
+            if r0 == 0 or r1 == h:  # conv2's reflect padding at the image's top / bottom edge
+                hid = torch.cat(
+                    [hid[:, :, 1:2]] * (r0 == 0) + [hid] + [hid[:, :, -2:-1]] * (r1 == h), dim=2
+                )
+            y = F.conv2d(hid, net.conv2.weight, net.conv2.bias)
+            y = net.head(x[b : b + 1, :, r0:r1] + y)
+            if net.lut is not None:
+                y = net.lut(y)
+            out[b : b + 1, :, r0:r1] = clamp01(y, net.clamp_mode)
+    return out
+
+
 class ColorNet(nn.Module):
     """Borelli's lightweight ISP (arXiv 2605.07495): residual 3x3 CNN + 1x1 colour head.
 
@@ -130,9 +169,14 @@ class ColorNet(nn.Module):
     the 1x1 head (+107,811 = 3 * 33^3, total 114,866).
 
     Input: pseudo-RGB ``[B, 3, H, W]`` in [0, 1]; output: sRGB ``[B, 3, H, W]`` in [0, 1].
+
+    Without gradients on the CPU, images of more than ``2 * strip_pixels`` pixels run through
+    :func:`colornet_strips` (same outputs, the hidden map kept in cache); ``strip_pixels = 0``
+    turns that off. It is an attribute, not a setting: it changes no value.
     """
 
     input_kind = "rgb"
+    strip_pixels: int = COLORNET_STRIP_PIXELS
 
     def __init__(self, width: int = 128, head: str = "conv1x1", lut_size: int = 33, clamp: str = "hard") -> None:
         super().__init__()
@@ -152,6 +196,13 @@ class ColorNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` pseudo-RGB -> ``[B, 3, H, W]`` sRGB in [0, 1] (H, W >= 2 for reflect padding)."""
         _check_input("ColorNet", x, 3, "a pseudo-RGB batch")
+        if (
+            self.strip_pixels > 0
+            and not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.shape[2] * x.shape[3] > 2 * self.strip_pixels
+        ):
+            return colornet_strips(self, x, self.strip_pixels)
         y = self.head(x + self.conv2(F.relu(self.conv1(x))))
         if self.lut is not None:
             y = self.lut(y)
