@@ -38,31 +38,21 @@ import torch
 
 from _common import load_average, mmm, standard_parser
 from uotisp_lib import stats
-from uotisp_lib.features import EfficientNetDescriptor, build_efficientnet_lite0, fold_batchnorm, resize_square
+from uotisp_lib.features import EfficientNetDescriptor, build_efficientnet_lite0, fold_batchnorm
 from uotisp_lib.threads import default_threads, use_threads
 
 
-class _ChannelsLast(torch.nn.Module):
-    """Stock weights, module and input in ``channels_last`` (no folding)."""
-
-    def __init__(self, inner: EfficientNetDescriptor) -> None:
-        super().__init__()
-        self.inner = inner
-        self.inner.net = self.inner.net.to(memory_format=torch.channels_last)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.inner
-        z = d.norm(resize_square(x, d.size))
-        return d.net.forward_features(z.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
-
-
 def variants() -> dict[str, torch.nn.Module]:
+    """The four forms, each an ``EfficientNetDescriptor`` whose ``net`` and ``fast`` (the input's
+    layout) are set by hand where the constructor has no such combination."""
     net = build_efficientnet_lite0()
     folded_nchw = EfficientNetDescriptor(net, fast=False)
     folded_nchw.net = fold_batchnorm(net)
+    cl_only = EfficientNetDescriptor(build_efficientnet_lite0(), fast=False)
+    cl_only.net, cl_only.fast = cl_only.net.to(memory_format=torch.channels_last), True
     return {
         "stock (NCHW)": EfficientNetDescriptor(net, fast=False).eval(),
-        "channels_last": _ChannelsLast(EfficientNetDescriptor(build_efficientnet_lite0(), fast=False)).eval(),
+        "channels_last": cl_only.eval(),
         "folded (NCHW)": folded_nchw.eval(),
         "folded + channels_last (library default)": EfficientNetDescriptor(net).eval(),
     }

@@ -152,11 +152,7 @@ def colornet_strips(net: ColorNet, x: torch.Tensor, strip_pixels: int = COLORNET
                 hid = torch.cat(
                     [hid[:, :, 1:2]] * (r0 == 0) + [hid] + [hid[:, :, -2:-1]] * (r1 == h), dim=2
                 )
-            y = F.conv2d(hid, net.conv2.weight, net.conv2.bias)
-            y = net.head(x[b : b + 1, :, r0:r1] + y)
-            if net.lut is not None:
-                y = net.lut(y)
-            out[b : b + 1, :, r0:r1] = clamp01(y, net.clamp_mode)
+            out[b : b + 1, :, r0:r1] = net.colour(x[b : b + 1, :, r0:r1], F.conv2d(hid, net.conv2.weight, net.conv2.bias))
     return out
 
 
@@ -203,7 +199,11 @@ class ColorNet(nn.Module):
             and x.shape[2] * x.shape[3] > 2 * self.strip_pixels
         ):
             return colornet_strips(self, x, self.strip_pixels)
-        y = self.head(x + self.conv2(F.relu(self.conv1(x))))
+        return self.colour(x, self.conv2(F.relu(self.conv1(x))))
+
+    def colour(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """The pointwise tail shared by the dense and strip passes: ``clamp(lut(head(x + residual)))``."""
+        y = self.head(x + residual)
         if self.lut is not None:
             y = self.lut(y)
         return clamp01(y, self.clamp_mode)
